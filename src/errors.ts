@@ -1,0 +1,54 @@
+/**
+ * The error catalog. Every error Borde answers with is one of these entries; `api/errors.ts` maps
+ * them to HTTP in one place. Codes are Workers AI's where Workers AI has one (so clients written for
+ * Cloudflare keep working), Cloudflare API's 10000 for authentication, and Borde's own above 7000.
+ */
+export const ERRORS = {
+  NoSuchModel: { code: 5007, status: 400, message: "No such model or task" },
+  InvalidInput: { code: 5006, status: 400, message: "Invalid input" },
+  IncompleteRequest: { code: 3003, status: 400, message: "Request is missing headers or body" },
+  InvalidModelId: { code: 3042, status: 404, message: "The model name is invalid" },
+  RequestTooLarge: { code: 3006, status: 413, message: "Request is too large" },
+  Timeout: { code: 3007, status: 408, message: "Request timeout" },
+  Aborted: { code: 3008, status: 408, message: "Request was aborted" },
+  AccountLimited: { code: 3036, status: 429, message: "Daily free allocation used up" },
+  OutOfCapacity: { code: 3040, status: 429, message: "Out of capacity" },
+  Unauthorized: { code: 10000, status: 401, message: "Authentication error" },
+  Forbidden: { code: 10001, status: 403, message: "Forbidden" },
+  NotFound: { code: 7000, status: 404, message: "No route for that URI" },
+  MethodNotAllowed: { code: 7001, status: 405, message: "Method not allowed" },
+  UnsupportedMediaType: { code: 7002, status: 415, message: "Unsupported media type" },
+  ModelTooLarge: { code: 7100, status: 507, message: "Model does not fit in the memory budget" },
+  ModelLoadFailed: { code: 7101, status: 500, message: "Model failed to load" },
+  Internal: { code: 3043, status: 500, message: "Internal server error" },
+} as const satisfies Record<string, { code: number; status: number; message: string }>;
+
+export type ErrorName = keyof typeof ERRORS;
+
+/** User errors (4xx) are the caller's fault and logged at info; system errors (5xx) at error. */
+export class BordeError extends Error {
+  readonly code: number;
+  readonly status: number;
+  /** Seconds a client should wait before retrying (sent as `Retry-After`). */
+  readonly retryAfter: number | undefined;
+
+  constructor(
+    readonly kind: ErrorName,
+    message?: string,
+    options?: { cause?: unknown; retryAfter?: number },
+  ) {
+    super(message ?? ERRORS[kind].message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "BordeError";
+    this.code = ERRORS[kind].code;
+    this.status = ERRORS[kind].status;
+    this.retryAfter = options?.retryAfter;
+  }
+
+  get isUserError(): boolean {
+    return this.status < 500;
+  }
+}
+
+export function isBordeError(e: unknown): e is BordeError {
+  return e instanceof BordeError;
+}
