@@ -1,0 +1,346 @@
+import {
+  getLlama,
+  GgufInsights,
+  LlamaChat,
+  LlamaCompletion,
+  readGgufFileInfo,
+  type ChatHistoryItem,
+  type ChatModelFunctions,
+  type ChatModelResponse,
+  type GgufFileInfo,
+  type Llama,
+  type LlamaContext,
+  type LlamaEmbeddingContext,
+  type LlamaGrammar,
+  type LlamaModel,
+  type Token,
+} from "node-llama-cpp";
+import { randomUUID } from "node:crypto";
+import type { Task } from "../../catalog/types.js";
+import { BordeError } from "../../errors.js";
+import type {
+  ChatMessage,
+  EmbeddingResult,
+  Engine,
+  GenerateOptions,
+  GenerationRequest,
+  GenerationResult,
+  LoadedModel,
+  ModelSpec,
+  ResponseFormat,
+  ToolCall,
+} from "../contract.js";
+import { Mutex } from "../../util/mutex.js";
+
+export interface LlamaEngineOptions {
+  /** Threads shared by every context of this engine (llama.cpp's `maxThreads`); never more than free cores. */
+  threads: number;
+  /** Sequences per text-generation context: how many requests one loaded model serves at once. */
+  parallel: number;
+  /** Context tokens per sequence, capped by the model's training context. */
+  contextSize: number;
+}
+
+/** Architectures whose GGUF files are embedding models (they have no generation head worth serving). */
+const EMBEDDING_ARCHS = new Set(["bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "modern-bert", "neo-bert", "t5encoder"]);
+
+export function taskFromGguf(info: GgufFileInfo): Task {
+  const md = info.metadata as unknown as Record<string, Record<string, unknown> | undefined>;
+  const arch = String(md.general?.architecture ?? "");
+  if (EMBEDDING_ARCHS.has(arch)) return "text-embeddings";
+  const archMd = md[arch];
+  if (archMd && archMd.pooling_type !== undefined && archMd.causal_attention === false) return "text-embeddings";
+  return "text-generation";
+}
+
+/** Reads a GGUF header and tells its task, without loading the engine. */
+export async function inspectGguf(path: string): Promise<{ task: Task }> {
+  const info = await readGgufFileInfo(path, { readTensorInfo: false, logWarnings: false });
+  return { task: taskFromGguf(info) };
+}
+
+export async function createLlamaEngine(options: LlamaEngineOptions): Promise<Engine> {
+  // build:"never" loads the prebuilt CPU binary shipped in the npm package: nothing compiles or downloads.
+  const llama = await getLlama({ gpu: false, build: "never", maxThreads: options.threads, logLevel: "error" as never });
+  return new LlamaEngine(llama, options);
+}
+
+class LlamaEngine implements Engine {
+  readonly name = "llama.cpp";
+  constructor(
+    private readonly llama: Llama,
+    private readonly options: LlamaEngineOptions,
+  ) {}
+
+  inspect(path: string): Promise<{ task: Task }> {
+    return inspectGguf(path);
+  }
+
+  private contextSizeFor(info: GgufFileInfo): number {
+    const train = new GgufInsights_(info).trainContextSize;
+    return Math.max(64, Math.min(this.options.contextSize, train ?? this.options.contextSize));
+  }
+
+  async estimateMemory(spec: ModelSpec): Promise<number> {
+    const info = await readGgufFileInfo(spec.path, { logWarnings: false });
+    const insights = await GgufInsights.from(info, this.llama);
+    const model = await insights.estimateModelResourceRequirementsV2({ gpuLayers: 0 });
+    const sequences = spec.task === "text-generation" ? this.options.parallel : 1;
+    const ctx = await insights.estimateContextResourceRequirementsV2({
+      contextSize: this.contextSizeFor(info),
+      modelGpuLayers: 0,
+      sequences,
+      isEmbeddingContext: spec.task === "text-embeddings",
+    });
+    return model.cpuRam + ctx.cpuRam;
+  }
+
+  async load(spec: ModelSpec): Promise<LoadedModel> {
+    let model: LlamaModel;
+    try {
+      model = await this.llama.loadModel({ modelPath: spec.path, gpuLayers: 0 });
+    } catch (cause) {
+      throw new BordeError("ModelLoadFailed", `model ${spec.id} failed to load`, { cause });
+    }
+    const memoryBytes = await this.estimateMemory(spec).catch(() => model.size);
+    const contextSize = this.contextSizeFor(model.fileInfo);
+    const slots = spec.task === "text-generation" ? this.options.parallel : 1;
+    let context: LlamaContext | null = null;
+    if (spec.task === "text-generation") {
+      context = await model.createContext({ contextSize, sequences: slots, threads: this.options.threads });
+    }
+    return new LlamaLoadedModel(this.llama, spec, model, context, contextSize, this.options.threads, memoryBytes, slots);
+  }
+
+  async dispose(): Promise<void> {
+    await this.llama.dispose();
+  }
+}
+
+/** Tiny accessor so the training context can be read without allocating full insights. */
+class GgufInsights_ {
+  constructor(private readonly info: GgufFileInfo) {}
+  get trainContextSize(): number | undefined {
+    const md = this.info.metadata as unknown as Record<string, Record<string, unknown> | undefined>;
+    const arch = String(md.general?.architecture ?? "");
+    const v = md[arch]?.context_length;
+    return typeof v === "number" && v > 0 ? v : undefined;
+  }
+}
+
+class LlamaLoadedModel implements LoadedModel {
+  private embeddingContext: Promise<LlamaEmbeddingContext> | null = null;
+  private readonly embedLock = new Mutex();
+  private readonly grammars = new Map<string, Promise<LlamaGrammar>>();
+
+  constructor(
+    private readonly llama: Llama,
+    private readonly spec: ModelSpec,
+    private readonly model: LlamaModel,
+    private readonly context: LlamaContext | null,
+    private readonly contextSize: number,
+    private readonly threads: number,
+    readonly memoryBytes: number,
+    readonly slots: number,
+  ) {}
+
+  get id(): string {
+    return this.spec.id;
+  }
+  get task(): Task {
+    return this.spec.task;
+  }
+
+  private get hasChatTemplate(): boolean {
+    const tok = (this.model.fileInfo.metadata as unknown as { tokenizer?: { chat_template?: unknown } }).tokenizer;
+    return typeof tok?.chat_template === "string" && tok.chat_template.length > 0;
+  }
+
+  private tokenizeWithBos(text: string): Token[] {
+    const bos = this.model.tokens.bos;
+    const tokens = this.model.tokenize(text, false);
+    // Match the reference implementations: a prompt starts with BOS when the model defines one.
+    return bos !== null && this.model.tokens.shouldPrependBosToken ? [bos, ...tokens] : tokens;
+  }
+
+  private async grammarFor(format: ResponseFormat | undefined): Promise<LlamaGrammar | undefined> {
+    if (!format || format.type === "text") return undefined;
+    const key = format.type === "json_object" ? "json" : JSON.stringify(format.schema);
+    let g = this.grammars.get(key);
+    if (!g) {
+      g =
+        format.type === "json_object"
+          ? this.llama.getGrammarFor("json")
+          : this.llama.createGrammarForJsonSchema(format.schema as never);
+      g.catch(() => this.grammars.delete(key));
+      if (this.grammars.size > 64) this.grammars.delete(this.grammars.keys().next().value!);
+      this.grammars.set(key, g);
+    }
+    try {
+      return await g;
+    } catch (cause) {
+      throw new BordeError("InvalidInput", `response_format: unsupported JSON schema (${errorText(cause)})`, { cause });
+    }
+  }
+
+  async generate(req: GenerationRequest, opts: GenerateOptions): Promise<GenerationResult> {
+    if (!this.context) throw new BordeError("NoSuchModel", `model ${this.id} is an embedding model; it does not generate text`);
+    const grammar = await this.grammarFor(req.responseFormat);
+    const useChat = (req.tools?.length ?? 0) > 0 || (req.messages !== undefined && !req.raw && this.hasChatTemplate);
+    const sequence = this.context.getSequence();
+    try {
+      const common = {
+        signal: opts.signal,
+        stopOnAbortSignal: true,
+        maxTokens: req.maxTokens,
+        temperature: req.temperature,
+        topK: req.topK,
+        topP: req.topP,
+        seed: req.seed,
+        customStopTriggers: req.stop && req.stop.length > 0 ? req.stop : undefined,
+        repeatPenalty:
+          req.repetitionPenalty !== undefined || req.frequencyPenalty !== undefined || req.presencePenalty !== undefined
+            ? { penalty: req.repetitionPenalty ?? 1, frequencyPenalty: req.frequencyPenalty, presencePenalty: req.presencePenalty }
+            : (false as const),
+      };
+      if (!useChat) {
+        const promptText = req.prompt ?? renderPlain(req.messages ?? []);
+        const input = this.tokenizeWithBos(promptText);
+        if (input.length >= this.contextSize)
+          throw new BordeError("InvalidInput", `prompt is ${input.length} tokens; this model's context holds ${this.contextSize}`);
+        const completion = new LlamaCompletion({ contextSequence: sequence });
+        let completionTokens = 0;
+        const res = await completion.generateCompletionWithMeta(input, {
+          ...common,
+          maxTokens: Math.min(req.maxTokens, this.contextSize - input.length),
+          grammar,
+          onToken: (t) => {
+            completionTokens += t.length;
+          },
+          onTextChunk: opts.onText,
+        });
+        return {
+          text: res.response,
+          toolCalls: [],
+          usage: usage(input.length, completionTokens),
+          finishReason: finishReason(res.metadata.stopReason, opts.signal),
+        };
+      }
+
+      const chat = new LlamaChat({ contextSequence: sequence });
+      const history = toHistory(req.messages ?? [{ role: "user", content: req.prompt ?? "" }]);
+      const functions = req.tools?.length ? toFunctions(req.tools) : undefined;
+      let completionTokens = 0;
+      const res = await chat.generateResponse(history, {
+        ...common,
+        ...(functions ? { functions } : { grammar }),
+        onToken: (t: Token[]) => {
+          completionTokens += t.length;
+        },
+        onTextChunk: opts.onText,
+      } as Parameters<LlamaChat["generateResponse"]>[1]);
+      const meter = sequence.tokenMeter.getState();
+      const toolCalls: ToolCall[] = (res.functionCalls ?? []).map((c) => ({
+        id: `call_${randomUUID().replaceAll("-", "").slice(0, 24)}`,
+        name: c.functionName,
+        arguments: c.params ?? {},
+      }));
+      const promptTokens = Math.max(0, meter.usedInputTokens - Math.max(0, completionTokens - 1));
+      return {
+        text: res.response,
+        toolCalls,
+        usage: usage(promptTokens, completionTokens),
+        finishReason: toolCalls.length > 0 ? "tool_calls" : finishReason(res.metadata.stopReason, opts.signal),
+      };
+    } catch (e) {
+      if (e instanceof BordeError) throw e;
+      const msg = errorText(e);
+      // node-llama-cpp reports an over-long chat (after trying to shift it) with this message: the caller's input.
+      if (/fit the context size|context size|too long/i.test(msg))
+        throw new BordeError("InvalidInput", `input does not fit this model's context of ${this.contextSize} tokens`, { cause: e });
+      if (/function|schema|grammar/i.test(msg)) throw new BordeError("InvalidInput", `tools: ${msg}`, { cause: e });
+      throw e;
+    } finally {
+      sequence.dispose();
+    }
+  }
+
+  async embed(texts: string[], opts: { signal: AbortSignal }): Promise<EmbeddingResult> {
+    this.embeddingContext ??= this.model.createEmbeddingContext({ contextSize: this.contextSize, threads: this.threads });
+    const ctx = await this.embeddingContext;
+    // An embedding context evaluates one text at a time; callers queue here instead of racing.
+    return this.embedLock.run(async () => {
+      const vectors: number[][] = [];
+      let promptTokens = 0;
+      for (const text of texts) {
+        if (opts.signal.aborted) throw opts.signal.reason;
+        const tokens = this.model.tokenize(text, false).length;
+        if (tokens + 2 > this.contextSize)
+          throw new BordeError("InvalidInput", `text is ${tokens} tokens; this model's context holds ${this.contextSize}`);
+        promptTokens += tokens;
+        const emb = await ctx.getEmbeddingFor(text);
+        vectors.push(normalize(emb.vector));
+      }
+      return { vectors, promptTokens };
+    });
+  }
+
+  async dispose(): Promise<void> {
+    if (this.embeddingContext) await (await this.embeddingContext.catch(() => null))?.dispose();
+    await this.context?.dispose();
+    await this.model.dispose();
+  }
+}
+
+function usage(prompt: number, completion: number) {
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}
+
+function finishReason(stop: string, signal: AbortSignal): GenerationResult["finishReason"] {
+  if (signal.aborted || stop === "abort") return "abort";
+  return stop === "maxTokens" ? "length" : "stop";
+}
+
+function normalize(v: readonly number[]): number[] {
+  let n = 0;
+  for (const x of v) n += x * x;
+  n = Math.sqrt(n) || 1;
+  return v.map((x) => x / n);
+}
+
+/** A model without a chat template (or `raw`) completes the conversation as plain text. */
+function renderPlain(messages: ChatMessage[]): string {
+  return messages.map((m) => m.content).join("\n\n");
+}
+
+function toFunctions(tools: GenerationRequest["tools"] & object): ChatModelFunctions {
+  const out: Record<string, { description?: string; params?: unknown }> = {};
+  for (const t of tools) out[t.name] = { description: t.description || undefined, params: t.parameters };
+  return out as ChatModelFunctions;
+}
+
+function toHistory(messages: ChatMessage[]): ChatHistoryItem[] {
+  const history: ChatHistoryItem[] = [];
+  const results = new Map<string, string>();
+  for (const m of messages) if (m.role === "tool" && m.toolCallId) results.set(m.toolCallId, m.content);
+  for (const m of messages) {
+    if (m.role === "system") history.push({ type: "system", text: m.content });
+    else if (m.role === "user") history.push({ type: "user", text: m.content });
+    else if (m.role === "assistant") {
+      const response: ChatModelResponse["response"] = [];
+      if (m.content) response.push(m.content);
+      for (const c of m.toolCalls ?? [])
+        response.push({ type: "functionCall", name: c.name, params: c.arguments as never, result: results.get(c.id) ?? "" });
+      history.push({ type: "model", response });
+    } else if (m.role === "tool" && !m.toolCallId) {
+      // A tool result with no call id to attach it to: keep it as context the model can read.
+      history.push({ type: "user", text: m.content });
+    }
+  }
+  history.push({ type: "model", response: [] });
+  return history;
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message.split("\n")[0]! : String(e);
+}
