@@ -1,0 +1,73 @@
+import { Hono, type MiddlewareHandler } from "hono";
+import { randomUUID } from "node:crypto";
+import { BordeError } from "../errors.js";
+import type { ApiDeps, Env } from "./context.js";
+import { errorResponse, type Flavor } from "./errors.js";
+import { registerOpenAi } from "./openai/routes.js";
+import { registerWorkersAi } from "./workers-ai/routes.js";
+
+export type { ApiDeps } from "./context.js";
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+function flavorOf(path: string): Flavor {
+  return path.startsWith("/v1/") || /^\/client\/v4\/accounts\/[^/]+\/ai\/v1\//.test(path) ? "openai" : "workers-ai";
+}
+
+/** The HTTP surface: Workers AI REST, OpenAI-compatible, health and metrics. */
+export function createApp(deps: ApiDeps): Hono<Env> {
+  const app = new Hono<Env>();
+
+  app.use(async (c, next) => {
+    const incoming = c.req.header("x-request-id");
+    const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    const log = deps.logger.child({ reqId: requestId });
+    c.set("requestId", requestId);
+    c.set("log", log);
+    c.set("flavor", flavorOf(c.req.path));
+    c.set("model", "");
+    const started = performance.now();
+    await next();
+    c.header("x-request-id", requestId);
+    const route = c.req.routePath === "/*" || c.req.routePath === "*" ? "unmatched" : c.req.routePath;
+    const model = c.get("model");
+    const seconds = (performance.now() - started) / 1000;
+    deps.metrics.requests.inc({ route, model, status: String(c.res.status) });
+    deps.metrics.latency.observe({ route, model }, seconds);
+    if (route !== "/metrics" && route !== "/healthz" && route !== "/readyz")
+      log.info({ method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(seconds * 1000), model: model || undefined }, "request");
+  });
+
+  app.onError((e, c) => errorResponse(c, e, c.get("flavor") ?? "workers-ai", c.get("log") ?? deps.logger));
+  app.notFound((c) => errorResponse(c, new BordeError("NotFound", `No route for ${c.req.method} ${c.req.path.slice(0, 200)}`), c.get("flavor") ?? "workers-ai", c.get("log") ?? deps.logger));
+
+  app.get("/healthz", (c) => c.json({ status: "ok" }));
+  app.get("/readyz", (c) => (deps.isReady() ? c.json({ status: "ready" }) : c.json({ status: "starting" }, 503)));
+  app.get("/metrics", async (c) => c.body(await deps.metrics.registry.metrics(), 200, { "content-type": deps.metrics.registry.contentType }));
+
+  // Every API call needs the bearer token; the account in the URL must be the token's account.
+  const authenticate: MiddlewareHandler<Env> = async (c, next) => {
+    const header = c.req.header("authorization") ?? "";
+    const m = /^Bearer\s+(\S{1,512})\s*$/i.exec(header);
+    const principal = m ? await deps.auth.authenticate(m[1]!) : null;
+    if (!principal) throw new BordeError("Unauthorized", header ? "Authentication error: invalid API token" : "Authentication error: missing Authorization: Bearer <token>");
+    const account = c.req.param("account");
+    if (account !== undefined && account !== principal.accountId) throw new BordeError("Forbidden", "Forbidden: this token cannot act on that account");
+    c.set("principal", principal);
+    await next();
+  };
+  app.use("/client/v4/accounts/:account/*", authenticate);
+  app.use("/v1/*", authenticate);
+
+  // Cloudflare's token check; Borde adds the token's account so CLIs can build account URLs.
+  app.use("/client/v4/user/*", authenticate);
+  app.get("/client/v4/user/tokens/verify", (c) => {
+    const p = c.get("principal");
+    return c.json({ result: { id: p.tokenId, status: "active", account_id: p.accountId }, success: true, errors: [], messages: [] });
+  });
+
+  registerWorkersAi(app, deps);
+  registerOpenAi(app, deps, "/client/v4/accounts/:account/ai/v1");
+  registerOpenAi(app, deps, "/v1");
+  return app;
+}

@@ -1,0 +1,58 @@
+import type { Context } from "hono";
+import type { Authenticator, Principal } from "../accounts/index.js";
+import type { ModelStore } from "../catalog/store.js";
+import type { Config } from "../config/index.js";
+import { BordeError } from "../errors.js";
+import type { CallContext, InferenceService } from "../inference/index.js";
+import type { Logger, Metrics } from "../observability/index.js";
+import type { Scheduler } from "../scheduler/index.js";
+import type { Flavor } from "./errors.js";
+
+export interface ApiDeps {
+  config: Config;
+  auth: Authenticator;
+  inference: InferenceService;
+  store: ModelStore;
+  scheduler: Scheduler;
+  metrics: Metrics;
+  logger: Logger;
+  /** True once the node finished starting (preloads done). */
+  isReady: () => boolean;
+}
+
+export type Env = {
+  Variables: {
+    requestId: string;
+    log: Logger;
+    principal: Principal;
+    flavor: Flavor;
+    /** Model label for metrics, set by routes that know it. */
+    model: string;
+  };
+};
+
+export type Ctx = Context<Env>;
+
+/**
+ * The request's abort signal: its deadline (408/3007) and the client going away (3008). Both
+ * reasons are BordeErrors so whatever catches them maps them without guessing.
+ */
+export function callContext(c: Ctx, config: Config): { ctx: CallContext; controller: AbortController; done: () => void } {
+  const controller = new AbortController();
+  const timer = setTimeout(
+    () => controller.abort(new BordeError("Timeout", `Request timeout: no answer within ${config.requestTimeoutMs} ms`)),
+    config.requestTimeoutMs,
+  );
+  const clientSignal = c.req.raw.signal;
+  const onClientAbort = () => controller.abort(new BordeError("Aborted", "Request was aborted by the client"));
+  if (clientSignal.aborted) onClientAbort();
+  else clientSignal.addEventListener("abort", onClientAbort, { once: true });
+  return {
+    ctx: { requestId: c.get("requestId"), principal: c.get("principal"), signal: controller.signal },
+    controller,
+    done: () => {
+      clearTimeout(timer);
+      clientSignal.removeEventListener("abort", onClientAbort);
+    },
+  };
+}

@@ -1,0 +1,117 @@
+import type { Hono } from "hono";
+import { z } from "zod";
+import { BordeError } from "../../errors.js";
+import type { GenerationResult } from "../../engines/contract.js";
+import { readJsonBody } from "../body.js";
+import { callContext, type ApiDeps, type Env } from "../context.js";
+import { errorBody, toBordeError } from "../errors.js";
+import { SSE_DONE, SSE_HEADERS, sseData } from "../sse.js";
+import { startStream } from "../stream.js";
+import { EmbeddingsInput, embeddingsResult, finalStreamEvent, textGenerationInput, textGenerationResult, toGenerationRequest } from "./convert.js";
+import { parseModelId } from "../../catalog/ids.js";
+
+const TASK_NAMES = {
+  "text-generation": { id: "c329a1f9-323d-4e91-b2aa-582dd4188d34", name: "Text Generation", description: "Family of generative text models, such as large language models (LLM), that can be adapted for a variety of natural language tasks." },
+  "text-embeddings": { id: "0137cdcf-162a-4108-94f2-1ca59e8c65ee", name: "Text Embeddings", description: "Feature extraction models transform raw data into numerical features that can be processed while preserving the information in the original dataset." },
+} as const;
+
+const SearchQuery = z.object({
+  search: z.string().max(256).optional(),
+  task: z.string().max(64).optional(),
+  source: z.enum(["catalog", "local", "bundled"]).optional(),
+  installed: z.enum(["true", "false"]).optional(),
+  page: z.coerce.number().int().min(1).max(100_000).default(1),
+  per_page: z.coerce.number().int().min(1).max(1000).default(100),
+});
+
+/** Workers AI REST: /client/v4/accounts/{account_id}/ai/... */
+export function registerWorkersAi(app: Hono<Env>, deps: ApiDeps): void {
+  const base = "/client/v4/accounts/:account/ai";
+  const textInput = textGenerationInput(deps.config.maxTokensLimit);
+
+  app.post(`${base}/run/:model{.+}`, async (c) => {
+    const modelId = c.req.param("model");
+    parseModelId(modelId);
+    c.set("model", modelId);
+    const body = await readJsonBody(c.req.raw, deps.config.maxBodyBytes);
+    if (typeof body !== "object" || body === null || Array.isArray(body)) throw new BordeError("InvalidInput", "Invalid input: the body must be a JSON object");
+    const info = await deps.inference.resolve(modelId);
+    const { ctx, controller, done } = callContext(c, deps.config);
+
+    const wantsEmbeddings = info.task === "text-embeddings" || ("text" in body && !("prompt" in body) && !("messages" in body));
+    if (wantsEmbeddings) {
+      try {
+        const input = EmbeddingsInput.parse(body);
+        const texts = typeof input.text === "string" ? [input.text] : input.text;
+        const r = await deps.inference.embed(ctx, modelId, texts);
+        return c.json({ result: embeddingsResult(r.vectors), success: true, errors: [], messages: [] });
+      } finally {
+        done();
+      }
+    }
+
+    const input = textInput.parse(body);
+    const request = toGenerationRequest(input);
+    if (!input.stream) {
+      try {
+        const r = await deps.inference.generate(ctx, modelId, request);
+        return c.json({ result: textGenerationResult(r), success: true, errors: [], messages: [] });
+      } finally {
+        done();
+      }
+    }
+
+    const started = await startStream(
+      async (emit) => {
+        const r: GenerationResult = await deps.inference.generate(ctx, modelId, request, (text) => emit(sseData({ response: text })));
+        emit(sseData(finalStreamEvent(r)));
+        emit(SSE_DONE);
+      },
+      {
+        onCancel: () => controller.abort(new BordeError("Aborted", "Client closed the stream")),
+        onError: (e, emit) => {
+          const err = toBordeError(e);
+          c.get("log").warn({ code: err.code, msg: err.message }, "stream ended by error");
+          emit(sseData(errorBody(err, "workers-ai")));
+        },
+        onEnd: done,
+      },
+    );
+    if (!started.ok) throw started.error;
+    return c.body(started.stream, 200, SSE_HEADERS);
+  });
+
+  app.get(`${base}/models/search`, async (c) => {
+    const q = SearchQuery.parse(c.req.query());
+    let models = await deps.store.list();
+    if (q.search) models = models.filter((m) => m.id.toLowerCase().includes(q.search!.toLowerCase()) || m.description.toLowerCase().includes(q.search!.toLowerCase()));
+    if (q.task) models = models.filter((m) => m.task === q.task || TASK_NAMES[m.task].name.toLowerCase() === q.task!.toLowerCase());
+    if (q.source) models = models.filter((m) => m.source === q.source);
+    if (q.installed) models = models.filter((m) => String(m.installed) === q.installed);
+    const total = models.length;
+    const page = models.slice((q.page - 1) * q.per_page, q.page * q.per_page);
+    const loaded = new Set(deps.scheduler.snapshot().models.filter((m) => m.state === "ready").map((m) => m.id));
+    return c.json({
+      result: page.map((m) => ({
+        id: m.id,
+        name: m.id,
+        description: m.description,
+        task: TASK_NAMES[m.task],
+        source: m.source,
+        size: m.sizeBytes,
+        installed: m.installed,
+        loaded: loaded.has(m.id),
+        license: m.license,
+        hub: m.hub ? { repo: m.hub.repo, file: m.hub.file, revision: m.hub.revision, sha256: m.hub.sha256 } : null,
+        properties: [
+          { property_id: "task", value: m.task },
+          { property_id: "installed", value: String(m.installed) },
+        ],
+      })),
+      success: true,
+      errors: [],
+      messages: [],
+      result_info: { page: q.page, per_page: q.per_page, count: page.length, total_count: total },
+    });
+  });
+}

@@ -1,0 +1,108 @@
+import type { Principal } from "../accounts/index.js";
+import type { ModelStore } from "../catalog/store.js";
+import type { ModelInfo, Task } from "../catalog/types.js";
+import type { EmbeddingResult, GenerationRequest, GenerationResult } from "../engines/contract.js";
+import { BordeError } from "../errors.js";
+import type { Logger, Metrics } from "../observability/index.js";
+import type { Scheduler } from "../scheduler/index.js";
+
+/**
+ * The one internal call. Both API flavours (Workers AI, OpenAI) and later the workers' `env.AI`
+ * binding come through here: resolve the model, check its task, let the scheduler run it, count.
+ */
+export interface UsageRecord {
+  requestId: string;
+  principal: Principal;
+  model: string;
+  task: Task;
+  promptTokens: number;
+  completionTokens: number;
+  wallMs: number;
+}
+
+/** Seam for metering (a later issue): called once per answered request. */
+export interface UsageSink {
+  record(usage: UsageRecord): void;
+}
+
+export interface CallContext {
+  requestId: string;
+  principal: Principal;
+  /** Deadline and client disconnect together. */
+  signal: AbortSignal;
+}
+
+export interface InferenceOptions {
+  store: ModelStore;
+  scheduler: Scheduler;
+  metrics: Metrics;
+  logger: Logger;
+  usage?: UsageSink;
+  /** Pull catalog models on first use instead of answering 5007. */
+  autoPull?: (id: string) => Promise<void>;
+}
+
+export class InferenceService {
+  constructor(private readonly o: InferenceOptions) {}
+
+  async resolve(modelId: string, task?: Task): Promise<ModelInfo> {
+    let info: ModelInfo;
+    try {
+      info = await this.o.store.resolve(modelId);
+    } catch (e) {
+      const entry = this.o.store.catalogEntry(modelId);
+      if (!(e instanceof BordeError && e.kind === "NoSuchModel" && entry && this.o.autoPull)) throw e;
+      this.o.logger.info({ model: modelId }, "auto-pulling model");
+      await this.o.autoPull(modelId);
+      info = await this.o.store.resolve(modelId);
+    }
+    // Any GGUF llama model can embed, so embeddings are allowed on generators too; the reverse is not.
+    if (task === "text-generation" && info.task !== "text-generation")
+      throw new BordeError("NoSuchModel", `No such model ${modelId} or task: it is a ${info.task} model, not text-generation`);
+    return info;
+  }
+
+  async generate(ctx: CallContext, modelId: string, request: GenerationRequest, onText?: (text: string) => void): Promise<GenerationResult> {
+    const info = await this.resolve(modelId, "text-generation");
+    const started = performance.now();
+    let first = true;
+    const result = await this.o.scheduler.run(info, ctx.signal, (model, signal) =>
+      model.generate(request, {
+        signal,
+        onText: (text) => {
+          if (first) {
+            first = false;
+            this.o.metrics.ttft.observe({ model: modelId }, (performance.now() - started) / 1000);
+          }
+          onText?.(text);
+        },
+      }),
+    );
+    // A deadline that fired mid-generation surfaces as an error, not as a short answer.
+    if (result.finishReason === "abort" && ctx.signal.aborted) throw ctx.signal.reason;
+    this.count(ctx, info, result.usage.prompt_tokens, result.usage.completion_tokens, started);
+    return result;
+  }
+
+  async embed(ctx: CallContext, modelId: string, texts: string[]): Promise<EmbeddingResult> {
+    const info = await this.resolve(modelId, "text-embeddings");
+    const started = performance.now();
+    const result = await this.o.scheduler.run(info, ctx.signal, (model, signal) => model.embed(texts, { signal }));
+    this.count(ctx, info, result.promptTokens, 0, started);
+    return result;
+  }
+
+  private count(ctx: CallContext, info: ModelInfo, promptTokens: number, completionTokens: number, started: number): void {
+    this.o.metrics.tokens.inc({ model: info.id, direction: "in" }, promptTokens);
+    if (completionTokens) this.o.metrics.tokens.inc({ model: info.id, direction: "out" }, completionTokens);
+    this.o.usage?.record({
+      requestId: ctx.requestId,
+      principal: ctx.principal,
+      model: info.id,
+      task: info.task,
+      promptTokens,
+      completionTokens,
+      wallMs: performance.now() - started,
+    });
+  }
+}
