@@ -1,0 +1,67 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { UsageError } from "./args.js";
+
+/** Where `borde dev` leaves its URL, account and token so other commands on this machine find them. */
+export const DEV_STATE_FILE = path.join(os.homedir(), ".borde", "dev.json");
+
+interface DevState {
+  url: string;
+  accountId: string;
+  token: string;
+}
+
+export function saveDevState(state: DevState): void {
+  fs.mkdirSync(path.dirname(DEV_STATE_FILE), { recursive: true });
+  fs.writeFileSync(DEV_STATE_FILE, JSON.stringify(state, null, 2), { mode: 0o600 });
+}
+
+function readDevState(): Partial<DevState> {
+  try {
+    return JSON.parse(fs.readFileSync(DEV_STATE_FILE, "utf8")) as Partial<DevState>;
+  } catch {
+    return {};
+  }
+}
+
+export interface Client {
+  url: string;
+  token: string;
+  accountId: string;
+  fetch(pathname: string, init?: RequestInit): Promise<Response>;
+}
+
+/** Option > environment > the dev node's saved state > default. */
+export function client(opts: { url?: string; token?: string }, env = process.env): Client {
+  const dev = readDevState();
+  const url = (opts.url ?? env.BORDE_URL ?? dev.url ?? "http://127.0.0.1:8787").replace(/\/+$/, "");
+  const token = opts.token ?? env.BORDE_TOKEN ?? env.BORDE_DEV_TOKEN ?? dev.token;
+  if (!token) throw new UsageError("no API token: pass --token, set BORDE_TOKEN, or start `borde dev` on this machine");
+  const accountId = env.BORDE_ACCOUNT ?? env.BORDE_DEV_ACCOUNT ?? dev.accountId ?? "-";
+  return {
+    url,
+    token,
+    accountId,
+    async fetch(pathname, init = {}) {
+      try {
+        return await fetch(`${url}${pathname}`, { ...init, headers: { authorization: `Bearer ${token}`, "content-type": "application/json", ...(init.headers ?? {}) } });
+      } catch (e) {
+        throw new UsageError(`cannot reach ${url}: ${(e as { cause?: { code?: string } }).cause?.code ?? (e instanceof Error ? e.message : String(e))}`);
+      }
+    },
+  };
+}
+
+/** Reads an API error envelope into one line. */
+export async function apiError(res: Response): Promise<string> {
+  const text = await res.text();
+  try {
+    const body = JSON.parse(text) as { errors?: { code: number; message: string }[] };
+    const e = body.errors?.[0];
+    if (e) return `${res.status}: ${e.message} (code ${e.code})`;
+  } catch {
+    // not JSON: fall through
+  }
+  return `${res.status}: ${text.slice(0, 200)}`;
+}

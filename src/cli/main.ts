@@ -1,0 +1,50 @@
+import { ConfigError } from "../config/index.js";
+import { UsageError } from "./args.js";
+import { aiCommand } from "./ai.js";
+import { devCommand } from "./dev.js";
+import { modelsCommand } from "./models.js";
+
+const HELP = `borde — self-hostable edge AI inference (Workers AI and OpenAI compatible)
+
+Usage: borde <command> [options]
+
+Commands:
+  dev                 start a single node with embedded defaults
+  ai run <model>      run a model on a node (text generation or embeddings)
+  models list|pull|rm manage the local model store
+
+Run \`borde <command> --help\` for a command's options.`;
+
+/** Entry point; returns the process exit code. Errors are one line on stderr, never a stack. */
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case undefined:
+      case "-h":
+      case "--help":
+      case "help":
+        console.log(HELP);
+        return command === undefined ? 2 : 0;
+      case "dev":
+        return await devCommand(rest);
+      case "ai":
+        return await aiCommand(rest);
+      case "models":
+        return await modelsCommand(rest);
+      case "--version":
+      case "-v":
+        console.log("borde 0.1.0");
+        return 0;
+      default:
+        throw new UsageError(`unknown command ${JSON.stringify(command)}; run \`borde --help\``);
+    }
+  } catch (e) {
+    if (e instanceof UsageError || e instanceof ConfigError) {
+      console.error(`borde: ${e.message}`);
+      return 2;
+    }
+    console.error(`borde: ${e instanceof Error ? e.message.split("\n")[0] : String(e)}`);
+    return 1;
+  }
+}
