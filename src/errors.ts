@@ -20,6 +20,7 @@ export const ERRORS = {
   UnsupportedMediaType: { code: 7002, status: 415, message: "Unsupported media type" },
   ModelTooLarge: { code: 7100, status: 507, message: "Model does not fit in the memory budget" },
   ModelLoadFailed: { code: 7101, status: 500, message: "Model failed to load" },
+  IncompleteOutput: { code: 7102, status: 500, message: "The model could not complete a valid JSON value within its context" },
   Internal: { code: 3043, status: 500, message: "Internal server error" },
 } as const satisfies Record<string, { code: number; status: number; message: string }>;
 

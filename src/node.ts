@@ -1,4 +1,5 @@
-import { serve, type ServerType } from "@hono/node-server";
+import { getRequestListener } from "@hono/node-server";
+import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { createDevAuthenticator, devCredentials, type Authenticator, type DevCredentials } from "./accounts/index.js";
 import { createApp } from "./api/app.js";
@@ -78,9 +79,39 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
   let ready = false;
   const app = createApp({ config, auth, inference, store, scheduler, metrics, logger, isReady: () => ready });
 
-  const server: ServerType = await new Promise((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, () => resolve(s));
-    s.once("error", reject);
+  const listener = getRequestListener(app.fetch, {
+    hostname: config.host,
+    // Called when the adapter cannot even build a Request (e.g. a path Node accepted but WHATWG URL
+    // refuses), or when the app throws past Hono: the client still gets the envelope, never a stack.
+    errorHandler: (e) => {
+      const malformed = (e as Error)?.name === "RequestError";
+      if (!malformed) logger.error({ err: e }, "unhandled request error");
+      return new Response(
+        JSON.stringify({ result: null, success: false, errors: [malformed ? { code: 5006, message: "Malformed HTTP request" } : { code: 3043, message: "Internal server error" }], messages: [] }),
+        { status: malformed ? 400 : 500, headers: { "content-type": "application/json" } },
+      );
+    },
+  });
+  const server = http.createServer(listener);
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(config.port, config.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  // Requests Node's HTTP parser rejects (NUL or spaces in the path, bad Content-Length…) never reach
+  // the app; answer them in the same envelope instead of Node's bare 400.
+  server.on("clientError", (err: NodeJS.ErrnoException, socket: import("node:stream").Duplex) => {
+    if (err.code === "ECONNRESET" || !socket.writable) return void socket.destroy();
+    const tooLarge = err.code === "HPE_HEADER_OVERFLOW";
+    const body = JSON.stringify({
+      result: null,
+      success: false,
+      errors: [{ code: tooLarge ? 3006 : 5006, message: tooLarge ? "Request headers are too large" : "Malformed HTTP request" }],
+      messages: [],
+    });
+    socket.end(`HTTP/1.1 ${tooLarge ? "431 Request Header Fields Too Large" : "400 Bad Request"}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   });
   const port = (server.address() as AddressInfo).port;
   const host = config.host.includes(":") ? `[${config.host}]` : config.host;
@@ -105,7 +136,7 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         // Streams in flight would keep close() waiting forever; their generations are aborted by the socket close.
-        (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+        server.closeAllConnections();
       });
       await scheduler.close();
       if (!options.engine) await engine.dispose();

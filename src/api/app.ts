@@ -27,8 +27,17 @@ export function createApp(deps: ApiDeps): Hono<Env> {
     c.set("flavor", flavorOf(c.req.path));
     c.set("model", "");
     const started = performance.now();
-    await next();
+    // Set before the handler builds its response: setting a header on a finished response makes Hono
+    // rebuild it, which sends streams down a slower path in the Node adapter (~1 ms on first byte).
     c.header("x-request-id", requestId);
+    try {
+      await next();
+    } catch (e) {
+      // Hono's onError only sees `instanceof Error` throws; anything else (a zod 4 ZodError built by
+      // hand, a thrown string) would escape as an empty 500 from the adapter. Catch it here instead.
+      c.res = errorResponse(c, e, c.get("flavor"), log);
+      c.header("x-request-id", requestId);
+    }
     const route = c.req.routePath === "/*" || c.req.routePath === "*" ? "unmatched" : c.req.routePath;
     const model = c.get("model");
     const seconds = (performance.now() - started) / 1000;

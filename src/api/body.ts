@@ -14,7 +14,14 @@ export async function readJsonBody(req: Request, limit: number): Promise<unknown
   let size = 0;
   const reader = req.body.getReader();
   for (;;) {
-    const { done, value } = await reader.read();
+    let chunk: Awaited<ReturnType<typeof reader.read>>;
+    try {
+      chunk = await reader.read();
+    } catch (cause) {
+      // The connection closed mid-upload: the client's doing, not a server fault (and not a 500).
+      throw new BordeError("Aborted", "Request was aborted by the client while sending its body", { cause });
+    }
+    const { done, value } = chunk;
     if (done) break;
     size += value.byteLength;
     if (size > limit) {
@@ -30,11 +37,33 @@ export async function readJsonBody(req: Request, limit: number): Promise<unknown
   } catch {
     throw new BordeError("InvalidInput", "Invalid input: the body is not valid UTF-8");
   }
+  // Deeply nested values parse, but later recursive code (JSON.stringify, grammar builders) would
+  // overflow the stack on them and answer 500; no real request nests anywhere near this deep.
+  if (nestedDeeperThan(text, MAX_DEPTH)) throw new BordeError("InvalidInput", `Invalid input: JSON is nested more than ${MAX_DEPTH} levels deep`);
   try {
     return JSON.parse(text);
   } catch (e) {
     throw new BordeError("InvalidInput", `Invalid input: malformed JSON (${e instanceof Error ? e.message.slice(0, 120) : "parse error"})`);
   }
+}
+
+const MAX_DEPTH = 128;
+
+/** Bracket depth outside strings, in one iterative pass (no recursion, so no stack to overflow). */
+function nestedDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    if (inString) {
+      if (ch === 0x5c) i++; // backslash: skip the escaped character
+      else if (ch === 0x22) inString = false;
+    } else if (ch === 0x22) inString = true;
+    else if (ch === 0x5b || ch === 0x7b) {
+      if (++depth > max) return true;
+    } else if (ch === 0x5d || ch === 0x7d) depth--;
+  }
+  return false;
 }
 
 function tooLarge(limit: number): BordeError {

@@ -40,10 +40,13 @@ export function errorBody(err: BordeError, flavor: Flavor): Record<string, unkno
 /** The one place errors become HTTP responses. */
 export function errorResponse(c: Context, e: unknown, flavor: Flavor, log: Logger): Response {
   const err = toBordeError(e);
-  if (err.isUserError) log.info({ code: err.code, msg: err.message }, "request refused");
+  if (err.isUserError) log.info({ code: err.code, reason: err.message }, "request refused");
   else log.error({ code: err.code, err: err.cause ?? err }, "request failed");
   const headers: Record<string, string> = { "content-type": "application/json" };
   if (err.retryAfter !== undefined) headers["retry-after"] = String(Math.max(1, Math.ceil(err.retryAfter)));
+  // The client may still be uploading the rest of an oversized body: close the connection so it is
+  // not reused mid-upload (the next request on it would fail with "other side closed").
+  if (err.kind === "RequestTooLarge") headers.connection = "close";
   return c.body(JSON.stringify(errorBody(err, flavor)), err.status as 400, headers);
 }
 

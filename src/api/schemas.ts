@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { BordeError } from "../errors.js";
 import type { ChatMessage, ResponseFormat, ToolCall, ToolDefinition } from "../engines/contract.js";
 
 /** Pieces of input both API flavours share; each flavour's schema composes them. */
@@ -39,6 +40,16 @@ export const ResponseFormatIn = z.object({
   type: z.enum(["text", "json_object", "json_schema"]),
   json_schema: z.record(z.string(), z.unknown()).optional(),
 });
+
+export const ToolChoiceIn = z.union([
+  z.enum(["none", "auto", "required"]),
+  z.object({ type: z.literal("function"), function: z.object({ name: z.string().min(1).max(256) }) }),
+]);
+
+export function toToolChoice(tc: z.infer<typeof ToolChoiceIn> | null | undefined): "auto" | "required" | { name: string } | undefined {
+  if (!tc || tc === "none") return undefined;
+  return typeof tc === "string" ? tc : { name: tc.function.name };
+}
 
 export const Stop = z.union([z.string().min(1).max(256), z.array(z.string().min(1).max(256)).max(16)]).optional();
 
@@ -83,7 +94,9 @@ export function toResponseFormat(rf: z.infer<typeof ResponseFormatIn> | undefine
   if (!rf || rf.type === "text") return undefined;
   if (rf.type === "json_object") return { type: "json_object" };
   const js = rf.json_schema;
-  if (!js) throw new z.ZodError([{ code: "custom", path: ["response_format", "json_schema"], message: "json_schema is required when type is json_schema", input: rf }]);
+  // A BordeError, not `new z.ZodError(...)`: zod 4's ZodError is not an Error subclass, so Hono's
+  // onError would skip it and the client would get an empty 500.
+  if (!js) throw new BordeError("InvalidInput", "Invalid input: response_format.json_schema: json_schema is required when type is json_schema");
   const schema = typeof js.schema === "object" && js.schema !== null && ("name" in js || "strict" in js) ? (js.schema as Record<string, unknown>) : js;
   return { type: "json_schema", schema };
 }

@@ -49,6 +49,11 @@ export interface GenerationRequest {
   stop?: string[];
   responseFormat?: ResponseFormat;
   tools?: ToolDefinition[];
+  /**
+   * `auto` (default): the model chooses text or calls. `required` or a named tool: the reply is a
+   * call, its name and arguments generated under a grammar built from the tools' schemas.
+   */
+  toolChoice?: "auto" | "required" | { name: string };
 }
 
 export interface Usage {

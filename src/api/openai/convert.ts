@@ -1,6 +1,6 @@
 import { z } from "zod";
 import type { FinishReason, GenerationRequest, GenerationResult, ToolCall } from "../../engines/contract.js";
-import { Message, ResponseFormatIn, Stop, ToolIn, toMessages, toResponseFormat, toStop, toTools } from "../schemas.js";
+import { Message, ResponseFormatIn, Stop, ToolChoiceIn, ToolIn, toMessages, toResponseFormat, toStop, toToolChoice, toTools } from "../schemas.js";
 
 /** Pure converters between OpenAI's shapes and the internal request. Unknown fields are ignored, as OpenAI-compatible servers do. */
 
@@ -29,7 +29,7 @@ export function chatCompletionInput(maxTokensLimit: number) {
       max_completion_tokens: z.number().int().min(1).nullish(),
       response_format: ResponseFormatIn.nullish(),
       tools: z.array(ToolIn).max(128).nullish(),
-      tool_choice: z.union([z.enum(["none", "auto", "required"]), z.object({ type: z.literal("function"), function: z.object({ name: z.string() }) })]).nullish(),
+      tool_choice: ToolChoiceIn.nullish(),
       logprobs: z.literal(false).nullish(),
     })
     .superRefine((v, ctx) => {
@@ -54,8 +54,9 @@ export function completionInput(maxTokensLimit: number) {
     })
     .superRefine((v, ctx) => {
       if (v.max_tokens && v.max_tokens > maxTokensLimit) ctx.addIssue({ code: "custom", path: ["max_tokens"], message: `must be at most ${maxTokensLimit}` });
-      const p = typeof v.prompt === "string" ? v.prompt : v.prompt[0]!;
-      if (p.trim() === "") ctx.addIssue({ code: "custom", path: ["prompt"], message: "must not be empty" });
+      // Refinements still run after a non-fatal issue (e.g. `prompt: []` failing length(1)): no `!` here.
+      const p = typeof v.prompt === "string" ? v.prompt : v.prompt[0];
+      if (p !== undefined && p.trim() === "") ctx.addIssue({ code: "custom", path: ["prompt"], message: "must not be empty" });
     });
 }
 
@@ -85,17 +86,14 @@ function sampling(v: ChatIn | CompletionIn) {
 }
 
 export function chatToRequest(v: ChatIn): GenerationRequest {
-  let tools = v.tool_choice === "none" ? undefined : toTools(v.tools ?? undefined);
-  if (tools && v.tool_choice && typeof v.tool_choice === "object") {
-    const only = v.tool_choice.function.name;
-    tools = tools.filter((t) => t.name === only);
-  }
+  const tools = v.tool_choice === "none" ? undefined : toTools(v.tools ?? undefined);
   return {
     messages: toMessages(v.messages),
     maxTokens: v.max_completion_tokens ?? v.max_tokens ?? 256,
     ...sampling(v),
     responseFormat: toResponseFormat(v.response_format ?? undefined),
     tools,
+    toolChoice: toToolChoice(v.tool_choice),
   };
 }
 

@@ -138,7 +138,7 @@ function streamHooks(c: Ctx, controller: AbortController, done: () => void) {
     onCancel: () => controller.abort(new BordeError("Aborted", "Client closed the stream")),
     onError: (e: unknown, emit: (b: Uint8Array) => void) => {
       const err = toBordeError(e);
-      c.get("log").warn({ code: err.code, msg: err.message }, "stream ended by error");
+      c.get("log").warn({ code: err.code, reason: err.message }, "stream ended by error");
       emit(sseData(errorBody(err, "openai")));
     },
     onEnd: done,

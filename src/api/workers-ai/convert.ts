@@ -1,6 +1,6 @@
 import { z } from "zod";
 import type { GenerationRequest, GenerationResult } from "../../engines/contract.js";
-import { Message, ResponseFormatIn, Stop, ToolIn, toMessages, toResponseFormat, toStop, toTools } from "../schemas.js";
+import { Message, ResponseFormatIn, Stop, ToolChoiceIn, ToolIn, toMessages, toResponseFormat, toStop, toToolChoice, toTools } from "../schemas.js";
 
 /** Pure converters between Workers AI's task shapes and the internal request. */
 
@@ -22,6 +22,7 @@ export function textGenerationInput(maxTokensLimit: number) {
       stop: Stop,
       response_format: ResponseFormatIn.optional(),
       tools: z.array(ToolIn).max(128).optional(),
+      tool_choice: ToolChoiceIn.optional(),
       lora: z.string().optional(),
     })
     .superRefine((v, ctx) => {
@@ -30,6 +31,8 @@ export function textGenerationInput(maxTokensLimit: number) {
       if (v.prompt !== undefined && v.prompt.trim() === "") ctx.addIssue({ code: "custom", path: ["prompt"], message: "must not be empty" });
       if (v.messages && v.messages.every((m) => !m.content || (typeof m.content === "string" ? m.content.trim() === "" : m.content.length === 0)))
         ctx.addIssue({ code: "custom", path: ["messages"], message: "at least one message must have content" });
+      if (v.tool_choice && typeof v.tool_choice === "object" && !(v.tools ?? []).some((t) => ("function" in t ? t.function.name : t.name) === (v.tool_choice as { function: { name: string } }).function.name))
+        ctx.addIssue({ code: "custom", path: ["tool_choice"], message: "names a function that is not in tools" });
       if (v.lora !== undefined) ctx.addIssue({ code: "custom", path: ["lora"], message: "LoRA adapters are not supported" });
     });
 }
@@ -52,7 +55,8 @@ export function toGenerationRequest(i: TextGenerationInput): GenerationRequest {
     presencePenalty: i.presence_penalty,
     stop: toStop(i.stop),
     responseFormat: toResponseFormat(i.response_format),
-    tools: toTools(i.tools),
+    tools: i.tool_choice === "none" ? undefined : toTools(i.tools),
+    toolChoice: toToolChoice(i.tool_choice),
   };
 }
 

@@ -36,13 +36,15 @@ export function registerWorkersAi(app: Hono<Env>, deps: ApiDeps): void {
     const body = await readJsonBody(c.req.raw, deps.config.maxBodyBytes);
     if (typeof body !== "object" || body === null || Array.isArray(body)) throw new BordeError("InvalidInput", "Invalid input: the body must be a JSON object");
     const info = await deps.inference.resolve(modelId);
-    const { ctx, controller, done } = callContext(c, deps.config);
 
+    // The call context (its deadline timer, its abort listener) is made only once the input is valid:
+    // a refusal thrown before `done()` could run would leak a timer per bad request.
     const wantsEmbeddings = info.task === "text-embeddings" || ("text" in body && !("prompt" in body) && !("messages" in body));
     if (wantsEmbeddings) {
+      const input = EmbeddingsInput.parse(body);
+      const texts = typeof input.text === "string" ? [input.text] : input.text;
+      const { ctx, done } = callContext(c, deps.config);
       try {
-        const input = EmbeddingsInput.parse(body);
-        const texts = typeof input.text === "string" ? [input.text] : input.text;
         const r = await deps.inference.embed(ctx, modelId, texts);
         return c.json({ result: embeddingsResult(r.vectors), success: true, errors: [], messages: [] });
       } finally {
@@ -52,6 +54,7 @@ export function registerWorkersAi(app: Hono<Env>, deps: ApiDeps): void {
 
     const input = textInput.parse(body);
     const request = toGenerationRequest(input);
+    const { ctx, controller, done } = callContext(c, deps.config);
     if (!input.stream) {
       try {
         const r = await deps.inference.generate(ctx, modelId, request);
@@ -71,7 +74,7 @@ export function registerWorkersAi(app: Hono<Env>, deps: ApiDeps): void {
         onCancel: () => controller.abort(new BordeError("Aborted", "Client closed the stream")),
         onError: (e, emit) => {
           const err = toBordeError(e);
-          c.get("log").warn({ code: err.code, msg: err.message }, "stream ended by error");
+          c.get("log").warn({ code: err.code, reason: err.message }, "stream ended by error");
           emit(sseData(errorBody(err, "workers-ai")));
         },
         onEnd: done,

@@ -14,6 +14,7 @@ import {
   type LlamaGrammar,
   type LlamaModel,
   type Token,
+  TokenBias,
 } from "node-llama-cpp";
 import { randomUUID } from "node:crypto";
 import type { Task } from "../../catalog/types.js";
@@ -132,6 +133,7 @@ class LlamaLoadedModel implements LoadedModel {
   private embeddingContext: Promise<LlamaEmbeddingContext> | null = null;
   private readonly embedLock = new Mutex();
   private readonly grammars = new Map<string, Promise<LlamaGrammar>>();
+  private closers: Token[] | null = null;
 
   constructor(
     private readonly llama: Llama,
@@ -183,7 +185,43 @@ class LlamaLoadedModel implements LoadedModel {
     }
   }
 
+  /**
+   * Tokens made only of JSON closing characters (`"`, `}`, `]`, `,`, spaces), found once per model.
+   * Past the soft token limit they are strongly favoured, so the grammar steers the value to its
+   * shortest valid completion instead of wandering on inside a string.
+   */
+  private closingTokens(): Token[] {
+    if (this.closers) return this.closers;
+    const out: Token[] = [];
+    const tokens = (this.model.fileInfo.metadata as unknown as { tokenizer?: { ggml?: { tokens?: unknown[] } } }).tokenizer?.ggml?.tokens;
+    const n = Array.isArray(tokens) ? tokens.length : 0;
+    for (let t = 0; t < n; t++) {
+      const text = this.model.detokenize([t as Token]).trim();
+      if (text.length > 0 && /^["}\]][\s"}\],]*$/.test(text)) out.push(t as Token);
+    }
+    this.closers = out;
+    return out;
+  }
+
+  private softLimitBias(limit: number, generated: () => number): () => TokenBias {
+    const idle = new TokenBias(this.model.tokenizer);
+    let closing: TokenBias | null = null;
+    return () => {
+      if (generated() < limit) return idle;
+      if (!closing) {
+        closing = new TokenBias(this.model.tokenizer);
+        for (const t of this.closingTokens()) closing.set(t, { logit: 50 });
+      }
+      return closing;
+    };
+  }
+
+  /**
+   * With a JSON grammar, `maxTokens` is a soft limit: generation goes on until the value is complete
+   * (at most the context), because a JSON value cut at a token budget is invalid for every schema.
+   */
   async generate(req: GenerationRequest, opts: GenerateOptions): Promise<GenerationResult> {
+    if (req.tools?.length && req.toolChoice && req.toolChoice !== "auto") return this.forcedToolCall(req, opts);
     if (!this.context) throw new BordeError("NoSuchModel", `model ${this.id} is an embedding model; it does not generate text`);
     const grammar = await this.grammarFor(req.responseFormat);
     const useChat = (req.tools?.length ?? 0) > 0 || (req.messages !== undefined && !req.raw && this.hasChatTemplate);
@@ -212,13 +250,15 @@ class LlamaLoadedModel implements LoadedModel {
         let completionTokens = 0;
         const res = await completion.generateCompletionWithMeta(input, {
           ...common,
-          maxTokens: Math.min(req.maxTokens, this.contextSize - input.length),
+          tokenBias: grammar ? this.softLimitBias(req.maxTokens, () => completionTokens) : undefined,
+          maxTokens: grammar ? this.contextSize - input.length : Math.min(req.maxTokens, this.contextSize - input.length),
           grammar,
           onToken: (t) => {
             completionTokens += t.length;
           },
           onTextChunk: opts.onText,
         });
+        if (grammar && res.metadata.stopReason === "maxTokens") throw new BordeError("IncompleteOutput");
         return {
           text: res.response,
           toolCalls: [],
@@ -233,12 +273,15 @@ class LlamaLoadedModel implements LoadedModel {
       let completionTokens = 0;
       const res = await chat.generateResponse(history, {
         ...common,
+        tokenBias: grammar ? this.softLimitBias(req.maxTokens, () => completionTokens) : undefined,
+        maxTokens: grammar ? this.contextSize : req.maxTokens,
         ...(functions ? { functions } : { grammar }),
         onToken: (t: Token[]) => {
           completionTokens += t.length;
         },
         onTextChunk: opts.onText,
       } as Parameters<LlamaChat["generateResponse"]>[1]);
+      if (grammar && res.metadata.stopReason === "maxTokens") throw new BordeError("IncompleteOutput");
       const meter = sequence.tokenMeter.getState();
       const toolCalls: ToolCall[] = (res.functionCalls ?? []).map((c) => ({
         id: `call_${randomUUID().replaceAll("-", "").slice(0, 24)}`,
@@ -261,8 +304,42 @@ class LlamaLoadedModel implements LoadedModel {
       if (/function|schema|grammar/i.test(msg)) throw new BordeError("InvalidInput", `tools: ${msg}`, { cause: e });
       throw e;
     } finally {
-      sequence.dispose();
+      // Awaited: llama.cpp frees the sequence asynchronously, and the scheduler hands this slot to the
+      // next request as soon as we return — it must find the sequence free ("No sequences left" otherwise).
+      await sequence.dispose();
     }
+  }
+
+  /** A call the caller demanded: `{name, arguments}` generated under a grammar, so both are valid. */
+  private async forcedToolCall(req: GenerationRequest, opts: GenerateOptions): Promise<GenerationResult> {
+    const choice = req.toolChoice;
+    const tools = (req.tools ?? []).filter((t) => typeof choice !== "object" || t.name === choice.name);
+    if (tools.length === 0) throw new BordeError("InvalidInput", "tool_choice names a function that is not in tools");
+    const variants = tools.map((t) => ({
+      type: "object",
+      properties: { name: { const: t.name }, arguments: t.parameters },
+      required: ["name", "arguments"],
+    }));
+    const schema = variants.length === 1 ? variants[0]! : { oneOf: variants };
+    const instruction =
+      "Call one of these functions. Reply with a JSON object {\"name\": ..., \"arguments\": ...}.\n" +
+      tools.map((t) => JSON.stringify({ name: t.name, description: t.description, parameters: t.parameters })).join("\n");
+    const messages: ChatMessage[] = req.messages ? [{ role: "system", content: instruction }, ...req.messages] : [
+      { role: "system", content: instruction },
+      { role: "user", content: req.prompt ?? "" },
+    ];
+    const inner = await this.generate(
+      { ...req, prompt: undefined, messages, tools: undefined, toolChoice: undefined, responseFormat: { type: "json_schema", schema } },
+      { signal: opts.signal },
+    );
+    if (inner.finishReason === "abort") return inner;
+    const call = JSON.parse(inner.text) as { name: string; arguments: unknown };
+    return {
+      text: "",
+      toolCalls: [{ id: `call_${randomUUID().replaceAll("-", "").slice(0, 24)}`, name: call.name, arguments: call.arguments }],
+      usage: inner.usage,
+      finishReason: "tool_calls",
+    };
   }
 
   async embed(texts: string[], opts: { signal: AbortSignal }): Promise<EmbeddingResult> {

@@ -1,0 +1,65 @@
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { Writable } from "node:stream";
+import { loadConfig, type ConfigInput } from "../src/config/index.js";
+import { startNode, type BordeNode, type NodeOptions } from "../src/node.js";
+import { createLogger } from "../src/observability/index.js";
+
+/** The shared test model, found beside the repository (CI clones it with shared/ next to it). */
+export const SHARED = path.resolve(import.meta.dirname, "../../shared");
+export const STORIES = path.join(SHARED, "models/stories260K.gguf");
+export const STORIES_REFERENCE =
+  "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it was too high.";
+
+export const ACCOUNT = "acct_test";
+export const TOKEN = "test-token-0123456789";
+
+export interface TestNode extends BordeNode {
+  modelsDir: string;
+  logs: string[];
+  /** Workers AI base for this node's account. */
+  ai: string;
+  headers: Record<string, string>;
+  post(pathname: string, body: unknown, init?: RequestInit): Promise<Response>;
+}
+
+/** A real node on port 0 with a temp models folder holding stories260K as @local/stories. */
+export async function startTestNode(overrides: ConfigInput = {}, options: NodeOptions = {}): Promise<TestNode> {
+  const modelsDir = await fs.mkdtemp(path.join(os.tmpdir(), "borde-models-"));
+  await fs.copyFile(STORIES, path.join(modelsDir, "stories.gguf"));
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      logs.push(String(chunk));
+      cb();
+    },
+  });
+  const config = loadConfig({ port: 0, host: "127.0.0.1", modelsDir, devAccount: ACCOUNT, devToken: TOKEN, threads: 1, parallel: 4, logLevel: "info", ...overrides }, {});
+  const node = await startNode(config, { logger: createLogger("info", sink), ...options });
+  const stop = node.close.bind(node);
+  const headers = { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" };
+  return Object.assign(node, {
+    modelsDir,
+    logs,
+    ai: `${node.url}/client/v4/accounts/${ACCOUNT}/ai`,
+    headers,
+    post: (pathname: string, body: unknown, init: RequestInit = {}) =>
+      fetch(`${node.url}${pathname}`, { method: "POST", headers, body: typeof body === "string" ? body : JSON.stringify(body), ...init }),
+    close: async () => {
+      await stop();
+      await fs.rm(modelsDir, { recursive: true, force: true });
+    },
+  });
+}
+
+/** Splits an SSE body into its `data:` payloads. */
+export function sseEvents(body: string): string[] {
+  return body
+    .split("\n\n")
+    .filter((e) => e.length > 0)
+    .map((e) => {
+      if (!e.startsWith("data: ")) throw new Error(`not an SSE data event: ${JSON.stringify(e)}`);
+      return e.slice(6);
+    });
+}
