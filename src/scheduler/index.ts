@@ -27,7 +27,7 @@ interface Waiter {
 
 interface Resident {
   spec: ModelSpec;
-  state: "loading" | "ready";
+  state: "loading" | "ready" | "failed";
   ready: Promise<LoadedModel>;
   model: LoadedModel | null;
   memoryBytes: number;
@@ -44,6 +44,8 @@ interface Resident {
  */
 export class Scheduler {
   private readonly residents = new Map<string, Resident>();
+  /** Admissions of models not yet resident: concurrent first requests share one estimate and load. */
+  private readonly arriving = new Map<string, Promise<Resident>>();
   private readonly now: () => number;
 
   constructor(private readonly options: SchedulerOptions) {
@@ -77,7 +79,7 @@ export class Scheduler {
     return {
       models: [...this.residents.values()].map((r) => ({
         id: r.spec.id,
-        state: r.state,
+        state: r.state === "ready" ? "ready" : "loading",
         active: r.active,
         queued: r.queue.length,
         slots: r.model?.slots ?? 0,
@@ -97,6 +99,8 @@ export class Scheduler {
 
   private async acquire(spec: ModelSpec, signal: AbortSignal): Promise<Resident> {
     const r = await this.residentFor(spec);
+    // The load may have failed before this request got here: report that failure, don't queue on it.
+    if (r.state === "failed") await r.ready;
     const slots = r.model?.slots ?? Infinity; // while loading, admission is decided by the queue bound alone
     if (r.active < slots && r.queue.length === 0 && r.state === "ready") {
       r.active++;
@@ -147,18 +151,26 @@ export class Scheduler {
     }
   }
 
-  private async residentFor(spec: ModelSpec): Promise<Resident> {
+  private residentFor(spec: ModelSpec): Promise<Resident> {
     const existing = this.residents.get(spec.id);
     if (existing && existing.spec.path === spec.path) {
       existing.lastUsed = this.now();
-      return existing;
+      return Promise.resolve(existing);
     }
+    let arriving = this.arriving.get(spec.id);
+    if (!arriving) {
+      arriving = this.admitModel(spec);
+      this.arriving.set(spec.id, arriving);
+      const clear = () => this.arriving.delete(spec.id);
+      arriving.then(clear, clear);
+    }
+    return arriving;
+  }
+
+  private async admitModel(spec: ModelSpec): Promise<Resident> {
     const memoryBytes = await this.options.engine.estimateMemory(spec).catch((cause) => {
       throw new BordeError("NoSuchModel", `Model ${spec.id} could not be read: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
     });
-    // Another request may have started the same load while we estimated.
-    const raced = this.residents.get(spec.id);
-    if (raced && raced.spec.path === spec.path) return raced;
     if (memoryBytes > this.options.memoryBudgetBytes) {
       throw new BordeError(
         "ModelTooLarge",
@@ -188,6 +200,7 @@ export class Scheduler {
         return model;
       },
       (e) => {
+        resident.state = "failed";
         if (this.residents.get(spec.id) === resident) this.residents.delete(spec.id);
         for (const w of resident.queue.splice(0)) {
           w.signal.removeEventListener("abort", w.onAbort);
