@@ -16,8 +16,6 @@ export const ERRORS = {
   Unauthorized: { code: 10000, status: 401, message: "Authentication error" },
   Forbidden: { code: 10001, status: 403, message: "Forbidden" },
   NotFound: { code: 7000, status: 404, message: "No route for that URI" },
-  MethodNotAllowed: { code: 7001, status: 405, message: "Method not allowed" },
-  UnsupportedMediaType: { code: 7002, status: 415, message: "Unsupported media type" },
   ModelTooLarge: { code: 7100, status: 507, message: "Model does not fit in the memory budget" },
   ModelLoadFailed: { code: 7101, status: 500, message: "Model failed to load" },
   IncompleteOutput: { code: 7102, status: 500, message: "The model could not complete a valid JSON value within its context" },
