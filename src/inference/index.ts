@@ -62,8 +62,11 @@ export class InferenceService {
     return info;
   }
 
-  async generate(ctx: CallContext, modelId: string, request: GenerationRequest, onText?: (text: string) => void): Promise<GenerationResult> {
-    const info = await this.resolve(modelId, "text-generation");
+  /** `model` is an id, or a ModelInfo the caller already resolved (saves a second look-up). */
+  async generate(ctx: CallContext, model: string | ModelInfo, request: GenerationRequest, onText?: (text: string) => void): Promise<GenerationResult> {
+    const info = typeof model === "string" ? await this.resolve(model, "text-generation") : model;
+    if (info.task !== "text-generation") throw new BordeError("NoSuchModel", `No such model ${info.id} or task: it is a ${info.task} model, not text-generation`);
+    const modelId = info.id;
     const started = performance.now();
     let first = true;
     const result = await this.o.scheduler.run(info, ctx.signal, (model, signal) =>
@@ -84,8 +87,8 @@ export class InferenceService {
     return result;
   }
 
-  async embed(ctx: CallContext, modelId: string, texts: string[]): Promise<EmbeddingResult> {
-    const info = await this.resolve(modelId, "text-embeddings");
+  async embed(ctx: CallContext, model: string | ModelInfo, texts: string[]): Promise<EmbeddingResult> {
+    const info = typeof model === "string" ? await this.resolve(model, "text-embeddings") : model;
     const started = performance.now();
     const result = await this.o.scheduler.run(info, ctx.signal, (model, signal) => model.embed(texts, { signal }));
     this.count(ctx, info, result.promptTokens, 0, started);

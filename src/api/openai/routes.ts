@@ -5,8 +5,8 @@ import { BordeError } from "../../errors.js";
 import { readJsonBody } from "../body.js";
 import { callContext, type ApiDeps, type Ctx, type Env } from "../context.js";
 import { errorBody, toBordeError } from "../errors.js";
-import { SSE_DONE, SSE_HEADERS, sseData } from "../sse.js";
-import { startStream } from "../stream.js";
+import { SSE_DONE, sseData } from "../sse.js";
+import { respondWithStream } from "../stream.js";
 import {
   chatChunk,
   chatCompletion,
@@ -53,7 +53,9 @@ export function registerOpenAi(app: Hono<Env>, deps: ApiDeps, base: string): voi
     const includeUsage = input.stream_options?.include_usage === true;
     const chunk = (delta: Record<string, unknown>, fr: string | null) => sseData(chatChunk(id, input.model, created, delta, fr, includeUsage));
     let sentRole = false;
-    const started = await startStream(
+    return respondWithStream(
+      c,
+      c.get("requestId"),
       async (emit) => {
         const r = await deps.inference.generate(ctx, input.model, request, (text) => {
           if (!sentRole) {
@@ -74,8 +76,6 @@ export function registerOpenAi(app: Hono<Env>, deps: ApiDeps, base: string): voi
       },
       streamHooks(c, controller, done),
     );
-    if (!started.ok) throw started.error;
-    return c.body(started.stream, 200, SSE_HEADERS);
   });
 
   app.post(`${base}/completions`, async (c) => {
@@ -94,7 +94,9 @@ export function registerOpenAi(app: Hono<Env>, deps: ApiDeps, base: string): voi
     const includeUsage = input.stream_options?.include_usage === true;
     const chunk = (text: string, fr: string | null) =>
       sseData({ id, object: "text_completion", created, model: input.model, choices: [{ index: 0, text, logprobs: null, finish_reason: fr }], ...(includeUsage ? { usage: null } : {}) });
-    const started = await startStream(
+    return respondWithStream(
+      c,
+      c.get("requestId"),
       async (emit) => {
         const r = await deps.inference.generate(ctx, input.model, request, (text) => emit(chunk(text, null)));
         emit(chunk("", finish(r.finishReason)));
@@ -103,8 +105,6 @@ export function registerOpenAi(app: Hono<Env>, deps: ApiDeps, base: string): voi
       },
       streamHooks(c, controller, done),
     );
-    if (!started.ok) throw started.error;
-    return c.body(started.stream, 200, SSE_HEADERS);
   });
 
   app.post(`${base}/embeddings`, async (c) => {

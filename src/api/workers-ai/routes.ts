@@ -5,8 +5,8 @@ import type { GenerationResult } from "../../engines/contract.js";
 import { readJsonBody } from "../body.js";
 import { callContext, type ApiDeps, type Env } from "../context.js";
 import { errorBody, toBordeError } from "../errors.js";
-import { SSE_DONE, SSE_HEADERS, sseData } from "../sse.js";
-import { startStream } from "../stream.js";
+import { SSE_DONE, sseData } from "../sse.js";
+import { respondWithStream } from "../stream.js";
 import { EmbeddingsInput, embeddingsResult, finalStreamEvent, textGenerationInput, textGenerationResult, toGenerationRequest } from "./convert.js";
 import { parseModelId } from "../../catalog/ids.js";
 
@@ -45,7 +45,7 @@ export function registerWorkersAi(app: Hono<Env>, deps: ApiDeps): void {
       const texts = typeof input.text === "string" ? [input.text] : input.text;
       const { ctx, done } = callContext(c, deps.config);
       try {
-        const r = await deps.inference.embed(ctx, modelId, texts);
+        const r = await deps.inference.embed(ctx, info, texts);
         return c.json({ result: embeddingsResult(r.vectors), success: true, errors: [], messages: [] });
       } finally {
         done();
@@ -57,16 +57,18 @@ export function registerWorkersAi(app: Hono<Env>, deps: ApiDeps): void {
     const { ctx, controller, done } = callContext(c, deps.config);
     if (!input.stream) {
       try {
-        const r = await deps.inference.generate(ctx, modelId, request);
+        const r = await deps.inference.generate(ctx, info, request);
         return c.json({ result: textGenerationResult(r), success: true, errors: [], messages: [] });
       } finally {
         done();
       }
     }
 
-    const started = await startStream(
+    return respondWithStream(
+      c,
+      c.get("requestId"),
       async (emit) => {
-        const r: GenerationResult = await deps.inference.generate(ctx, modelId, request, (text) => emit(sseData({ response: text })));
+        const r: GenerationResult = await deps.inference.generate(ctx, info, request, (text) => emit(sseData({ response: text })));
         emit(sseData(finalStreamEvent(r)));
         emit(SSE_DONE);
       },
@@ -80,8 +82,6 @@ export function registerWorkersAi(app: Hono<Env>, deps: ApiDeps): void {
         onEnd: done,
       },
     );
-    if (!started.ok) throw started.error;
-    return c.body(started.stream, 200, SSE_HEADERS);
   });
 
   app.get(`${base}/models/search`, async (c) => {
