@@ -100,6 +100,7 @@ async function printStream(res: Response, json: boolean): Promise<number> {
 async function accountOf(c: Client): Promise<string> {
   if (c.accountId !== "-") return c.accountId;
   const res = await c.fetch("/client/v4/user/tokens/verify");
-  if (!res.ok) throw new UsageError(`cannot verify the token: ${await apiError(res)}`);
+  // A refused token is the same failure as on the run itself: exit 1, `borde: 401: ...`.
+  if (!res.ok) throw new Error(await apiError(res));
   return ((await res.json()) as { result: { account_id: string } }).result.account_id;
 }

@@ -47,14 +47,20 @@ export async function modelsCommand(argv: string[]): Promise<number> {
       const bar = createProgressBar(process.stderr, id);
       const controller = new AbortController();
       const onSig = () => controller.abort(new Error("interrupted; run the same pull again to resume"));
+      let reported = false;
       process.once("SIGINT", onSig);
       try {
-        const r = await store.pull(id, { endpoint: config.hfEndpoint, token: config.hfToken, signal: controller.signal, onProgress: (p) => bar.update(p) });
+        const onProgress: typeof bar.update = (p) => {
+          reported = true;
+          bar.update(p);
+        };
+        const r = await store.pull(id, { endpoint: config.hfEndpoint, token: config.hfToken, signal: controller.signal, onProgress });
         bar.done();
         console.log(`pulled ${id} -> ${r.path} (${r.size} bytes, sha256 ${r.sha256}${r.resumedFrom ? `, resumed at ${r.resumedFrom}` : ""})`);
         return 0;
       } catch (e) {
-        bar.done();
+        // Finish a progress line that was started; a pull that failed before any byte must not say "done".
+        if (reported) bar.done();
         if (e instanceof PullError || (e instanceof Error && e.name === "AbortError")) throw new Error(e.message);
         throw e;
       } finally {
