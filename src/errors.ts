@@ -18,6 +18,7 @@ export const ERRORS = {
   NotFound: { code: 7000, status: 404, message: "No route for that URI" },
   ModelTooLarge: { code: 7100, status: 507, message: "Model does not fit in the memory budget" },
   ModelLoadFailed: { code: 7101, status: 500, message: "Model failed to load" },
+  ModelPullFailed: { code: 7103, status: 502, message: "The model could not be pulled from the hub" },
   IncompleteOutput: { code: 7102, status: 500, message: "The model could not complete a valid JSON value within its context" },
   Internal: { code: 3043, status: 500, message: "Internal server error" },
 } as const satisfies Record<string, { code: number; status: number; message: string }>;

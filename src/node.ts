@@ -5,6 +5,7 @@ import { createDevAuthenticator, devCredentials, type Authenticator, type DevCre
 import { createApp } from "./api/app.js";
 import { ModelStore } from "./catalog/store.js";
 import type { Config } from "./config/index.js";
+import { BordeError } from "./errors.js";
 import type { Engine } from "./engines/contract.js";
 import { createLlamaEngine } from "./engines/llama/index.js";
 import { InferenceService, type UsageSink } from "./inference/index.js";
@@ -66,7 +67,13 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
           // One download per model however many requests ask for it at once.
           let p = pulling.get(id);
           if (!p) {
-            p = store.pull(id, { endpoint: config.hfEndpoint, token: config.hfToken }).then(() => undefined);
+            p = store.pull(id, { endpoint: config.hfEndpoint, token: config.hfToken }).then(
+              () => undefined,
+              (cause) => {
+                logger.warn({ model: id, err: cause }, "auto-pull failed");
+                throw new BordeError("ModelPullFailed", `Model ${id} could not be pulled: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+              },
+            );
             pulling.set(id, p);
             p.finally(() => pulling.delete(id)).catch(() => undefined);
           }
