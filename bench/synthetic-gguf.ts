@@ -13,7 +13,7 @@
  *   magic "GGUF" | u32 version=3 | u64 tensor_count | u64 kv_count | KVs | tensor infos | pad to alignment | tensor data
  * Every tensor's data offset (relative to the start of the data section) is a multiple of `general.alignment`.
  */
-import { open, mkdir } from "node:fs/promises";
+import { open, mkdir, writeFile } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Token } from "node-llama-cpp";
@@ -671,6 +671,252 @@ export async function writeSyntheticLlama(opts: SyntheticLlamaOptions): Promise<
   const embRowBytes = tensorBytes(type, dims.dim);
   const bytesPerToken = plans.reduce((s, p) => s + (p.perToken ? p.nBytes : 0), 0) + embRowBytes;
   return { path, params, bytes, bytesPerToken };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Synthetic BERT (embedding model)
+// ---------------------------------------------------------------------------------------------
+
+export interface SyntheticBertOptions {
+  path: string;
+  /** Default 2. */
+  nLayers?: number;
+  /** Hidden size. Default 32. */
+  dim?: number;
+  /** Default 2 * dim. */
+  ffnDim?: number;
+  /** Default dim / 16 (head size 16), at least 1. */
+  nHeads?: number;
+  /**
+   * HF-style WordPiece vocabulary: `[PAD]`, `[UNK]`, `[CLS]`, `[SEP]`, `[MASK]` (any order), word-start
+   * pieces as plain text and continuation pieces with a `##` prefix. Default: `buildBertVocab()`.
+   */
+  vocab?: string[];
+  /** Written as bert.context_length (= rows of position_embd). Default 512. */
+  ctx?: number;
+  /** Type of the large matrices (token embeddings, attention, FFN); norms, biases, positions stay F32. Default F32. */
+  type?: "F32" | "F16";
+  /** PRNG seed; same seed + options => byte-identical file. Default 1. */
+  seed?: number;
+}
+
+export interface SyntheticBertResult {
+  path: string;
+  bytes: number;
+  params: number;
+  dim: number;
+  vocabSize: number;
+}
+
+/** Lowercase words of the default synthetic BERT vocabulary (the test phrases first). */
+const BERT_WORDS = [
+  "hello", "world", "green", "tea", "coffee", "black", "cat", "dog", "red", "blue", "cup", "hot", "cold",
+  ...COMMON_WORDS.filter((w) => w === w.toLowerCase()),
+];
+
+const BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] as const;
+
+/**
+ * HF-style WordPiece vocab (what a BERT `vocab.txt` holds): the five specials, single characters
+ * (word-start and `##` forms, so any lowercase ASCII word tokenizes without `[UNK]`), punctuation,
+ * `nWords` whole lowercase words and `##` suffix pieces.
+ */
+export function buildBertVocab(nWords = 200): string[] {
+  const out: string[] = [...BERT_SPECIALS];
+  const seen = new Set<string>(out);
+  const add = (t: string): void => {
+    if (!seen.has(t)) {
+      seen.add(t);
+      out.push(t);
+    }
+  };
+  for (const ch of ".,!?'\"-:;()/&%$#@*+=") add(ch);
+  for (const ch of "0123456789abcdefghijklmnopqrstuvwxyz") add(ch);
+  for (const ch of "0123456789abcdefghijklmnopqrstuvwxyz") add(`##${ch}`);
+  const words = [...new Set(BERT_WORDS)].filter((w) => w.length > 1).slice(0, nWords);
+  for (const w of words) add(w);
+  for (const s of SUFFIXES) add(`##${s}`);
+  return out;
+}
+
+/**
+ * llama.cpp stores a WordPiece vocab in "phantom space" form (convert_hf_to_gguf.py BertModel.set_vocab):
+ * word starts get a leading U+2581, `##` continuations lose their prefix, control tokens stay as they are.
+ */
+function bertPhantom(token: string, control: boolean): string {
+  if (control) return token;
+  if (token.startsWith("##")) return token.slice(2);
+  return "\u2581" + token;
+}
+
+interface BertTensor {
+  name: string;
+  ne: number[];
+  type: "F32" | "F16";
+  data: Float32Array;
+  offset: number;
+  nBytes: number;
+}
+
+/**
+ * Writes a small `bert` GGUF that llama.cpp loads as an embedding model (mean pooling, non-causal).
+ *
+ * Weights are random but shaped so the pooled output depends on the text's words: word rows of
+ * token_embd are random (unit variance), while the special tokens' rows and the token-type and position
+ * embeddings are zero, so `[CLS]`/`[SEP]` add no component shared by every text, and word order does not
+ * matter (a bag-of-words model). Each word's state is carried through the layers by the residual
+ * connections; layer_norm_epsilon = 1 keeps the near-zero special-token states small. Identical texts
+ * give identical vectors, and texts that share a word are closer than texts that share none (measured on
+ * all two-word texts over 8 words: cosine ~0.5 vs ~0, ranked right in >98% of triples at dim 32, all
+ * or nearly all at dim 48-64).
+ *
+ * Tensor names and hparams follow llama.cpp's LLM_ARCH_BERT loader (src/models/bert.cpp).
+ */
+export async function writeSyntheticBert(opts: SyntheticBertOptions): Promise<SyntheticBertResult> {
+  const nLayers = opts.nLayers ?? 2;
+  const dim = opts.dim ?? 32;
+  const ffnDim = opts.ffnDim ?? 2 * dim;
+  const nHeads = opts.nHeads ?? Math.max(1, Math.floor(dim / 16));
+  const ctx = opts.ctx ?? 512;
+  const type = opts.type ?? "F32";
+  const hfVocab = opts.vocab ?? buildBertVocab();
+  for (const [k, v] of Object.entries({ nLayers, dim, ffnDim, nHeads, ctx })) {
+    if (!Number.isInteger(v) || v < 1) throw new Error(`${k} must be a positive integer (got ${v})`);
+  }
+  if (dim % nHeads !== 0) throw new Error(`dim ${dim} not divisible by nHeads ${nHeads}`);
+  if (type !== "F32" && type !== "F16") throw new Error(`unsupported type ${String(type)}`);
+  if (new Set(hfVocab).size !== hfVocab.length) throw new Error("vocab has duplicate tokens");
+  const idOf = (t: string): number => {
+    const i = hfVocab.indexOf(t);
+    if (i < 0) throw new Error(`vocab lacks ${t}`);
+    return i;
+  };
+  const [pad, unk, cls, sep, mask] = BERT_SPECIALS.map(idOf) as [number, number, number, number, number];
+  const control = new Set([pad, unk, cls, sep, mask]);
+  const tokens = hfVocab.map((t, i) => bertPhantom(t, control.has(i)));
+  if (new Set(tokens).size !== tokens.length) throw new Error("vocab has tokens that collide in llama.cpp's phantom-space form");
+  const tokenTypes = hfVocab.map((_, i) => (control.has(i) ? TOKEN_TYPE_CONTROL : TOKEN_TYPE_NORMAL));
+  const nVocab = tokens.length;
+  const nTokenTypes = 2;
+
+  const rng = new XorShift128(opts.seed ?? 1);
+  const scratch = new Uint32Array(1 << 16);
+  /** Uniform in ±amp. */
+  const uniform = (n: number, amp: number): Float32Array => {
+    const out = new Float32Array(n);
+    const k = (2 * amp) / 4294967296;
+    for (let i = 0; i < n; i += scratch.length) {
+      const m = Math.min(scratch.length, n - i);
+      const words = scratch.subarray(0, m);
+      rng.fill(words);
+      for (let j = 0; j < m; j++) out[i + j] = (words[j] ?? 0) * k - amp;
+    }
+    return out;
+  };
+  const filled = (n: number, v: number): Float32Array => new Float32Array(n).fill(v);
+  // std = 0.5/sqrt(fan_in) for the blocks: their output stays small beside the unit-variance residual.
+  const amp = (fanIn: number): number => Math.sqrt(3) * (0.5 / Math.sqrt(fanIn));
+  const biasAmp = 0.02;
+
+  const tensors: BertTensor[] = [];
+  const add = (name: string, ne: number[], data: Float32Array, big = false): void => {
+    tensors.push({ name, ne, type: big ? type : "F32", data, offset: 0, nBytes: 0 });
+  };
+
+  const tokEmbd = uniform(dim * nVocab, Math.sqrt(3)); // unit variance rows
+  for (const id of control) tokEmbd.fill(0, id * dim, (id + 1) * dim);
+  add("token_embd.weight", [dim, nVocab], tokEmbd, true);
+  add("token_types.weight", [dim, nTokenTypes], filled(dim * nTokenTypes, 0));
+  add("position_embd.weight", [dim, ctx], filled(dim * ctx, 0));
+  add("token_embd_norm.weight", [dim], filled(dim, 1));
+  add("token_embd_norm.bias", [dim], filled(dim, 0));
+  for (let l = 0; l < nLayers; l++) {
+    for (const m of ["attn_q", "attn_k", "attn_v"]) {
+      add(`blk.${l}.${m}.weight`, [dim, dim], uniform(dim * dim, amp(dim)), true);
+      add(`blk.${l}.${m}.bias`, [dim], uniform(dim, biasAmp));
+    }
+    add(`blk.${l}.attn_output.weight`, [dim, dim], uniform(dim * dim, amp(dim)), true);
+    add(`blk.${l}.attn_output.bias`, [dim], uniform(dim, biasAmp));
+    add(`blk.${l}.attn_output_norm.weight`, [dim], filled(dim, 1));
+    add(`blk.${l}.attn_output_norm.bias`, [dim], filled(dim, 0));
+    add(`blk.${l}.ffn_up.weight`, [dim, ffnDim], uniform(dim * ffnDim, amp(dim)), true);
+    add(`blk.${l}.ffn_up.bias`, [ffnDim], uniform(ffnDim, biasAmp));
+    add(`blk.${l}.ffn_down.weight`, [ffnDim, dim], uniform(ffnDim * dim, amp(ffnDim)), true);
+    add(`blk.${l}.ffn_down.bias`, [dim], uniform(dim, biasAmp));
+    add(`blk.${l}.layer_output_norm.weight`, [dim], filled(dim, 1));
+    add(`blk.${l}.layer_output_norm.bias`, [dim], filled(dim, 0));
+  }
+  let off = 0;
+  let params = 0;
+  for (const t of tensors) {
+    t.nBytes = tensorBytes(t.type, t.data.length);
+    t.offset = off;
+    off = alignUp(off + t.nBytes, GGUF_ALIGNMENT);
+    params += t.data.length;
+  }
+
+  const kvs: [string, KvValue][] = [
+    ["general.architecture", { t: "str", v: "bert" }],
+    ["general.name", { t: "str", v: `synthetic-bert-${formatParams(params)}-${type}` }],
+    ["general.file_type", { t: "u32", v: FILE_TYPE[type] }],
+    ["general.alignment", { t: "u32", v: GGUF_ALIGNMENT }],
+    ["bert.context_length", { t: "u32", v: ctx }],
+    ["bert.embedding_length", { t: "u32", v: dim }],
+    ["bert.feed_forward_length", { t: "u32", v: ffnDim }],
+    ["bert.block_count", { t: "u32", v: nLayers }],
+    ["bert.attention.head_count", { t: "u32", v: nHeads }],
+    // Real BERTs use 1e-12. With 1, LayerNorm leaves the near-zero [CLS]/[SEP] states small instead of
+    // blowing them up to unit scale, so the mean-pooled vector is dominated by the text's words.
+    ["bert.attention.layer_norm_epsilon", { t: "f32", v: 1 }],
+    ["bert.attention.causal", { t: "bool", v: false }],
+    ["bert.pooling_type", { t: "u32", v: 1 }], // LLAMA_POOLING_TYPE_MEAN
+    ["tokenizer.ggml.model", { t: "str", v: "bert" }],
+    ["tokenizer.ggml.token_type_count", { t: "u32", v: nTokenTypes }],
+    ["tokenizer.ggml.tokens", { t: "arr_str", v: tokens }],
+    ["tokenizer.ggml.token_type", { t: "arr_i32", v: tokenTypes }],
+    // llama.cpp reads the sequence start from bos_token_id (cls_token_id is informational).
+    ["tokenizer.ggml.bos_token_id", { t: "u32", v: cls }],
+    ["tokenizer.ggml.cls_token_id", { t: "u32", v: cls }],
+    ["tokenizer.ggml.seperator_token_id", { t: "u32", v: sep }], // sic: llama.cpp's key spelling
+    ["tokenizer.ggml.unknown_token_id", { t: "u32", v: unk }],
+    ["tokenizer.ggml.padding_token_id", { t: "u32", v: pad }],
+    ["tokenizer.ggml.mask_token_id", { t: "u32", v: mask }],
+    ["tokenizer.ggml.add_bos_token", { t: "bool", v: true }],
+    ["tokenizer.ggml.add_sep_token", { t: "bool", v: true }],
+  ];
+
+  const w = new ByteWriter();
+  w.u32(0x46554747); // "GGUF"
+  w.u32(3);
+  w.u64(tensors.length);
+  w.u64(kvs.length);
+  for (const [k, v] of kvs) writeKv(w, k, v);
+  for (const t of tensors) {
+    w.str(t.name);
+    w.u32(t.ne.length);
+    for (const n of t.ne) w.u64(n);
+    w.u32(GGML_TYPE[t.type]);
+    w.u64(t.offset);
+  }
+  w.zeros(alignUp(w.length, GGUF_ALIGNMENT) - w.length);
+  const header = w.toBuffer();
+
+  const file = Buffer.alloc(header.length + off);
+  header.copy(file, 0);
+  for (const t of tensors) {
+    const at = header.length + t.offset;
+    if (t.type === "F32") {
+      for (let i = 0; i < t.data.length; i++) file.writeFloatLE(t.data[i] ?? 0, at + 4 * i);
+    } else {
+      for (let i = 0; i < t.data.length; i++) file.writeUInt16LE(f32ToF16Bits(t.data[i] ?? 0), at + 2 * i);
+    }
+  }
+  const last = tensors[tensors.length - 1];
+  const bytes = last ? header.length + last.offset + last.nBytes : header.length;
+  const path = resolve(opts.path);
+  await mkdir(dirname(path), { recursive: true });
+  await writeFile(path, file.subarray(0, bytes));
+  return { path, bytes, params, dim, vocabSize: nVocab };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -39,7 +39,11 @@ export function registerWorkersAi(app: Hono<Env>, deps: ApiDeps): void {
 
     // The call context (its deadline timer, its abort listener) is made only once the input is valid:
     // a refusal thrown before `done()` could run would leak a timer per bad request.
-    const wantsEmbeddings = info.task === "text-embeddings" || ("text" in body && !("prompt" in body) && !("messages" in body));
+    const asksForText = "prompt" in body || "messages" in body;
+    if (info.task === "text-embeddings" && asksForText)
+      throw new BordeError("NoSuchModel", `No such model ${modelId} or task: it is a text-embeddings model, not text-generation`);
+    // Any GGUF llama can also embed: `{text}` without a prompt asks for that.
+    const wantsEmbeddings = info.task === "text-embeddings" || ("text" in body && !asksForText);
     if (wantsEmbeddings) {
       const input = EmbeddingsInput.parse(body);
       const texts = typeof input.text === "string" ? [input.text] : input.text;
