@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
 import { after, before, describe, it } from "node:test";
 import { ACCOUNT, sseEvents, startTestNode, STORIES_REFERENCE, TOKEN, type TestNode } from "../helpers.js";
 
@@ -69,6 +70,13 @@ describe("Workers AI REST API", () => {
     const rebuilt = parsed.map((e) => `data: ${JSON.stringify(e)}\n\n`).join("") + "data: [DONE]\n\n";
     assert.equal(raw, rebuilt);
     for (const e of parsed.slice(0, -1)) assert.deepEqual(Object.keys(e), ["response"]);
+  });
+
+  it("a greedy stream is byte-identical to the recorded Workers AI wire fixture", async () => {
+    const expected = await readFile(new URL("../fixtures/sse/workers-ai-stories-greedy-5.txt", import.meta.url), "utf8");
+    const r = await run("@local/stories", { prompt: "Once upon a time", temperature: 0, max_tokens: 5, stream: true });
+    assert.equal(r.headers.get("content-type"), "text/event-stream");
+    assert.equal(await r.text(), expected);
   });
 
   it("messages on a model without a chat template complete as plain text", async () => {
