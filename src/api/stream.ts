@@ -44,10 +44,12 @@ export async function respondWithStream(c: Context, requestId: string, run: (emi
     };
     // Events after the first are coalesced for up to FLUSH_MS into one socket write: on a fast model
     // a write (and a client wake-up) per token costs more than the token; the bytes are unchanged.
+    let pending = "";
     let flushTimer: NodeJS.Timeout | null = null;
     const flush = () => {
       flushTimer = null;
-      if (outgoing.writableCorked) outgoing.uncork();
+      if (pending && !closed) outgoing.write(pending);
+      pending = "";
     };
     const emit: Emit = (chunk) => {
       if (closed) return;
@@ -56,11 +58,8 @@ export async function respondWithStream(c: Context, requestId: string, run: (emi
         outgoing.write(chunk);
         return;
       }
-      if (!flushTimer) {
-        outgoing.cork();
-        flushTimer = setTimeout(flush, FLUSH_MS);
-      }
-      outgoing.write(chunk);
+      pending += chunk;
+      flushTimer ??= setTimeout(flush, FLUSH_MS);
     };
     const finish = () => {
       outgoing.off("close", onClose);
@@ -99,7 +98,7 @@ export async function respondWithStream(c: Context, requestId: string, run: (emi
  * an error before the first chunk (unknown model, full queue, deadline while queued) still gets its
  * proper status; after that the response is committed as a 200 event stream.
  */
-export type Emit = (chunk: Uint8Array) => void;
+export type Emit = (chunk: string) => void;
 
 export type Started = { ok: true; stream: ReadableStream<Uint8Array> } | { ok: false; error: unknown };
 
@@ -121,12 +120,14 @@ export function startStream(run: (emit: Emit) => Promise<void>, opts: StreamHook
       },
     });
 
-    const emit: Emit = (chunk) => {
+    const encoder = new TextEncoder();
+    const emit: Emit = (text) => {
       if (closed) return;
       if (!committed) {
         committed = true;
         resolveStart({ ok: true, stream });
       }
+      const chunk = encoder.encode(text);
       if (controller) controller.enqueue(chunk);
       else pending.push(chunk);
     };

@@ -136,7 +136,7 @@ export function registerOpenAi(app: Hono<Env>, deps: ApiDeps, base: string): voi
 function streamHooks(c: Ctx, controller: AbortController, done: () => void) {
   return {
     onCancel: () => controller.abort(new BordeError("Aborted", "Client closed the stream")),
-    onError: (e: unknown, emit: (b: Uint8Array) => void) => {
+    onError: (e: unknown, emit: (chunk: string) => void) => {
       const err = toBordeError(e);
       c.get("log").warn({ code: err.code, reason: err.message }, "stream ended by error");
       emit(sseData(errorBody(err, "openai")));
