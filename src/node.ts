@@ -42,6 +42,7 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
     engine,
     memoryBudgetBytes: config.memoryBudgetMb * 2 ** 20,
     maxQueue: config.maxQueue,
+    expectedSlots: (spec) => (spec.task === "text-generation" ? config.parallel : 1),
     log: logger,
     onChange: (s) => {
       metrics.modelsLoaded.set(s.models.filter((m) => m.state === "ready").length);
@@ -107,6 +108,9 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
       resolve();
     });
   });
+  // After listening, an accept error (e.g. EMFILE under a connection flood) must be logged, not thrown:
+  // an 'error' event without a listener would end the process.
+  server.on("error", (err) => logger.error({ err }, "server error"));
   // Requests Node's HTTP parser rejects (NUL or spaces in the path, bad Content-Length…) never reach
   // the app; answer them in the same envelope instead of Node's bare 400.
   server.on("clientError", (err: NodeJS.ErrnoException, socket: import("node:stream").Duplex) => {
@@ -125,9 +129,26 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
   const url = `http://${host}:${port}`;
   logger.info({ url, threads, modelsDir: config.modelsDir, memoryBudgetMb: config.memoryBudgetMb, parallel: config.parallel }, "borde node listening");
 
-  for (const id of config.preload) {
-    const info = await store.resolve(id);
-    await scheduler.preload(info);
+  const shutdown = async () => {
+    ready = false;
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      // Streams in flight would keep close() waiting forever; their generations are aborted by the socket close.
+      server.closeAllConnections();
+    });
+    await scheduler.close();
+    if (!options.engine) await engine.dispose();
+  };
+
+  try {
+    for (const id of config.preload) {
+      const info = await store.resolve(id);
+      await scheduler.preload(info);
+    }
+  } catch (e) {
+    // A node that cannot preload what it was told to must not linger half-started.
+    await shutdown();
+    throw e;
   }
   ready = true;
 
@@ -138,15 +159,6 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
     threads,
     store,
     scheduler,
-    async close() {
-      ready = false;
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        // Streams in flight would keep close() waiting forever; their generations are aborted by the socket close.
-        server.closeAllConnections();
-      });
-      await scheduler.close();
-      if (!options.engine) await engine.dispose();
-    },
+    close: shutdown,
   };
 }

@@ -1,6 +1,7 @@
 import type { ServerResponse } from "node:http";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import type { Context } from "hono";
+import { BordeError } from "../errors.js";
 import { SSE_HEADERS } from "./sse.js";
 
 /** Longest an event waits to share a socket write with the next ones. */
@@ -75,7 +76,16 @@ export async function respondWithStream(c: Context, requestId: string, run: (emi
     };
     run(emit).then(
       () => {
-        if (!committed && !closed) commit();
+        if (!committed) {
+          if (closed) {
+            // The client left before anything was sent: settle the handler all the same.
+            outgoing.off("close", onClose);
+            hooks.onEnd?.();
+            reject(new BordeError("Aborted", "Request was aborted by the client"));
+            return;
+          }
+          commit();
+        }
         finish();
       },
       (e) => {

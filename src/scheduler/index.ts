@@ -8,6 +8,10 @@ export interface SchedulerOptions {
   memoryBudgetBytes: number;
   /** Requests that may wait for a slot per model; one more is refused with 429/3040. */
   maxQueue: number;
+  /** Slots a model will have once loaded (bounds admission while it loads). Default 1. */
+  expectedSlots?: (spec: ModelSpec) => number;
+  /** How long close() lets running requests finish before unloading under them. Default 10 s. */
+  drainMs?: number;
   /** Called whenever queue depth or residency changes (metrics). */
   onChange?: (snapshot: SchedulerSnapshot) => void;
   log?: { info: (obj: object, msg: string) => void; warn: (obj: object, msg: string) => void };
@@ -47,6 +51,9 @@ export class Scheduler {
   /** Admissions of models not yet resident: concurrent first requests share one estimate and load. */
   private readonly arriving = new Map<string, Promise<Resident>>();
   private readonly now: () => number;
+  private closing = false;
+  /** Wakes close() when a request releases its slot. */
+  private drained: (() => void) | null = null;
 
   constructor(private readonly options: SchedulerOptions) {
     this.now = options.now ?? Date.now;
@@ -89,16 +96,37 @@ export class Scheduler {
     };
   }
 
-  /** Unloads everything (shutdown). Requests still running keep their model until they finish. */
+  /**
+   * Shutdown: refuses new work and queued waiters, lets running requests finish (up to `drainMs`),
+   * waits for loads in progress, then unloads every model.
+   */
   async close(): Promise<void> {
+    this.closing = true;
+    for (const r of this.residents.values())
+      for (const w of r.queue.splice(0)) {
+        w.signal.removeEventListener("abort", w.onAbort);
+        w.reject(new BordeError("OutOfCapacity", "Node is shutting down", { retryAfter: 1 }));
+      }
+    await Promise.allSettled([...this.arriving.values()]);
+    const deadline = this.now() + (this.options.drainMs ?? 10_000);
+    while ([...this.residents.values()].some((r) => r.active > 0) && this.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        this.drained = resolve;
+        setTimeout(resolve, 50);
+      });
+    }
     const all = [...this.residents.values()];
     this.residents.clear();
-    for (const r of all) for (const w of r.queue.splice(0)) w.reject(new BordeError("OutOfCapacity", "Node is shutting down", { retryAfter: 1 }));
     await Promise.allSettled(all.map(async (r) => (await r.ready.catch(() => null))?.dispose()));
+    this.changed();
   }
 
   private async acquire(spec: ModelSpec, signal: AbortSignal): Promise<Resident> {
+    if (this.closing) throw new BordeError("OutOfCapacity", "Node is shutting down", { retryAfter: 1 });
     const r = await this.residentFor(spec);
+    // The deadline may have passed while the model was estimated or room was made: an already-aborted
+    // signal never fires its abort event, so check before queueing on it.
+    throwIfAborted(signal);
     // The load may have failed before this request got here: report that failure, don't queue on it.
     if (r.state === "failed") await r.ready;
     const slots = r.model?.slots ?? Infinity; // while loading, admission is decided by the queue bound alone
@@ -108,8 +136,8 @@ export class Scheduler {
       this.changed();
       return r;
     }
-    // While a model loads its slot count is unknown; one extra place lets the first request in even with maxQueue 0.
-    const bound = this.options.maxQueue + (r.state === "loading" ? 1 : 0);
+    // While a model loads, the requests that will take its first slots wait in the queue too.
+    const bound = this.options.maxQueue + (r.state === "loading" ? (this.options.expectedSlots?.(spec) ?? 1) : 0);
     if (r.queue.length >= bound) {
       throw new BordeError("OutOfCapacity", `Out of capacity: ${r.queue.length} requests already queued for ${spec.id}`, { retryAfter: 1 });
     }
@@ -138,6 +166,7 @@ export class Scheduler {
     r.lastUsed = this.now();
     this.dispatch(r);
     this.changed();
+    this.drained?.();
   }
 
   /** Hands free slots to waiters in arrival order. */
@@ -169,7 +198,8 @@ export class Scheduler {
 
   private async admitModel(spec: ModelSpec): Promise<Resident> {
     const memoryBytes = await this.options.engine.estimateMemory(spec).catch((cause) => {
-      throw new BordeError("NoSuchModel", `Model ${spec.id} could not be read: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+      // The cause (with server paths) is logged by the error mapper, not sent to the client.
+      throw new BordeError("ModelLoadFailed", `Model ${spec.id} could not be read as a GGUF file`, { cause });
     });
     if (memoryBytes > this.options.memoryBudgetBytes) {
       throw new BordeError(
