@@ -39,7 +39,9 @@ export function createApp(deps: ApiDeps): Hono<Env> {
       c.header("x-request-id", requestId);
     }
     const route = c.req.routePath === "/*" || c.req.routePath === "*" ? "unmatched" : c.req.routePath;
-    const model = c.get("model");
+    // Ids from refused requests (400, 404…) may be anything a client made up: kept as labels they would
+    // grow the metrics without bound, so only requests that reached a model keep theirs.
+    const model = c.res.status < 400 || [408, 429, 500, 502, 507].includes(c.res.status) ? c.get("model") : "";
     const seconds = (performance.now() - started) / 1000;
     deps.metrics.requests.inc({ route, model, status: String(c.res.status) });
     deps.metrics.latency.observe({ route, model }, seconds);

@@ -111,7 +111,7 @@ export class ModelStore {
       // Defence in depth: the id grammar already forbids separators, but never leave the folder.
       if (path.dirname(file) !== this.dir) throw noSuchModel(id);
       const st = await statFile(file);
-      if (!st) throw noSuchModel(id, `No such model ${id}: put ${segments[0]}.gguf in ${this.dir}`);
+      if (!st) throw noSuchModel(id, `No such model ${id}: the operator adds it by putting ${segments[0]}.gguf in the models folder`);
       const task = await this.taskOf(file, st).catch((cause) => {
         throw new BordeError("NoSuchModel", `No such model ${id}: ${path.basename(file)} is not a readable GGUF file`, { cause });
       });
@@ -120,7 +120,7 @@ export class ModelStore {
     const bundled = this.bundled.get(id);
     if (bundled) {
       const st = await statFile(bundled.path);
-      if (!st) throw noSuchModel(id, `Bundled model ${id} is missing from this install (${bundled.path})`);
+      if (!st) throw noSuchModel(id, `Bundled model ${id} is missing from this install`);
       return bundledInfo(bundled, st.size);
     }
     const entry = this.catalog.get(id);

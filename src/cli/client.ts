@@ -14,7 +14,11 @@ interface DevState {
 
 export function saveDevState(state: DevState): void {
   fs.mkdirSync(path.dirname(DEV_STATE_FILE), { recursive: true });
-  fs.writeFileSync(DEV_STATE_FILE, JSON.stringify(state, null, 2), { mode: 0o600 });
+  // Written whole then renamed, and chmod'ed: `mode` alone applies only when a file is created.
+  const tmp = `${DEV_STATE_FILE}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(state, null, 2), { mode: 0o600 });
+  fs.chmodSync(tmp, 0o600);
+  fs.renameSync(tmp, DEV_STATE_FILE);
 }
 
 function readDevState(): Partial<DevState> {
@@ -36,9 +40,11 @@ export interface Client {
 export function client(opts: { url?: string; token?: string }, env = process.env): Client {
   const dev = readDevState();
   const url = (opts.url ?? env.BORDE_URL ?? dev.url ?? "http://127.0.0.1:8787").replace(/\/+$/, "");
-  const token = opts.token ?? env.BORDE_TOKEN ?? env.BORDE_DEV_TOKEN ?? dev.token;
+  // The saved dev token only ever goes to the dev node it belongs to, never to another --url.
+  const devMatches = dev.url !== undefined && dev.url.replace(/\/+$/, "") === url;
+  const token = opts.token ?? env.BORDE_TOKEN ?? env.BORDE_DEV_TOKEN ?? (devMatches ? dev.token : undefined);
   if (!token) throw new UsageError("no API token: pass --token, set BORDE_TOKEN, or start `borde dev` on this machine");
-  const accountId = env.BORDE_ACCOUNT ?? env.BORDE_DEV_ACCOUNT ?? dev.accountId ?? "-";
+  const accountId = env.BORDE_ACCOUNT ?? env.BORDE_DEV_ACCOUNT ?? (devMatches ? dev.accountId : undefined) ?? "-";
   return {
     url,
     token,

@@ -80,6 +80,8 @@ export interface GenerateOptions {
 export interface EmbeddingResult {
   vectors: number[][];
   promptTokens: number;
+  /** How token states became one vector: the model's pooling, or the last token for causal models. */
+  pooling: "mean" | "cls" | "last";
 }
 
 /** A model resident in memory. */

@@ -45,7 +45,8 @@ export interface InferenceOptions {
 export class InferenceService {
   constructor(private readonly o: InferenceOptions) {}
 
-  async resolve(modelId: string, task?: Task): Promise<ModelInfo> {
+  /** `signal` bounds the wait for an auto-pull (the download itself goes on for other requests). */
+  async resolve(modelId: string, task?: Task, signal?: AbortSignal): Promise<ModelInfo> {
     let info: ModelInfo;
     try {
       info = await this.o.store.resolve(modelId);
@@ -53,7 +54,7 @@ export class InferenceService {
       const entry = this.o.store.catalogEntry(modelId);
       if (!(e instanceof BordeError && e.kind === "NoSuchModel" && entry && this.o.autoPull)) throw e;
       this.o.logger.info({ model: modelId }, "auto-pulling model");
-      await this.o.autoPull(modelId);
+      await untilAborted(this.o.autoPull(modelId), signal);
       info = await this.o.store.resolve(modelId);
     }
     // Any GGUF llama model can embed, so embeddings are allowed on generators too; the reverse is not.
@@ -64,7 +65,7 @@ export class InferenceService {
 
   /** `model` is an id, or a ModelInfo the caller already resolved (saves a second look-up). */
   async generate(ctx: CallContext, model: string | ModelInfo, request: GenerationRequest, onText?: (text: string) => void): Promise<GenerationResult> {
-    const info = typeof model === "string" ? await this.resolve(model, "text-generation") : model;
+    const info = typeof model === "string" ? await this.resolve(model, "text-generation", ctx.signal) : model;
     if (info.task !== "text-generation") throw new BordeError("NoSuchModel", `No such model ${info.id} or task: it is a ${info.task} model, not text-generation`);
     const modelId = info.id;
     const started = performance.now();
@@ -88,7 +89,7 @@ export class InferenceService {
   }
 
   async embed(ctx: CallContext, model: string | ModelInfo, texts: string[]): Promise<EmbeddingResult> {
-    const info = typeof model === "string" ? await this.resolve(model, "text-embeddings") : model;
+    const info = typeof model === "string" ? await this.resolve(model, "text-embeddings", ctx.signal) : model;
     const started = performance.now();
     const result = await this.o.scheduler.run(info, ctx.signal, (model, signal) => model.embed(texts, { signal }));
     this.count(ctx, info, result.promptTokens, 0, started);
@@ -108,4 +109,21 @@ export class InferenceService {
       wallMs: performance.now() - started,
     });
   }
+}
+
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(abortError(signal.reason));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortError(signal.reason));
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
+/** Abort reasons from platform signals (AbortSignal.timeout, a closed request) as catalog errors. */
+function abortError(reason: unknown): BordeError {
+  if (reason instanceof BordeError) return reason;
+  if (reason instanceof Error && reason.name === "TimeoutError") return new BordeError("Timeout", "Request timeout: the model was still being pulled");
+  return new BordeError("Aborted", "Request was aborted by the client");
 }

@@ -80,6 +80,6 @@ export function finalStreamEvent(r: GenerationResult) {
   return out;
 }
 
-export function embeddingsResult(vectors: number[][]) {
-  return { shape: [vectors.length, vectors[0]?.length ?? 0], data: vectors, pooling: "mean" };
+export function embeddingsResult(r: { vectors: number[][]; pooling: string }) {
+  return { shape: [r.vectors.length, r.vectors[0]?.length ?? 0], data: r.vectors, pooling: r.pooling };
 }

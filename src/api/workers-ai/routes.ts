@@ -35,7 +35,8 @@ export function registerWorkersAi(app: Hono<Env>, deps: ApiDeps): void {
     c.set("model", modelId);
     const body = await readJsonBody(c.req.raw, deps.config.maxBodyBytes);
     if (typeof body !== "object" || body === null || Array.isArray(body)) throw new BordeError("InvalidInput", "Invalid input: the body must be a JSON object");
-    const info = await deps.inference.resolve(modelId);
+    // Resolving may wait for an auto-pull: bounded by the request's deadline and the client staying.
+    const info = await deps.inference.resolve(modelId, undefined, AbortSignal.any([c.req.raw.signal, AbortSignal.timeout(deps.config.requestTimeoutMs)]));
 
     // The call context (its deadline timer, its abort listener) is made only once the input is valid:
     // a refusal thrown before `done()` could run would leak a timer per bad request.
@@ -50,7 +51,7 @@ export function registerWorkersAi(app: Hono<Env>, deps: ApiDeps): void {
       const { ctx, done } = callContext(c, deps.config);
       try {
         const r = await deps.inference.embed(ctx, info, texts);
-        return c.json({ result: embeddingsResult(r.vectors), success: true, errors: [], messages: [] });
+        return c.json({ result: embeddingsResult(r), success: true, errors: [], messages: [] });
       } finally {
         done();
       }

@@ -108,7 +108,12 @@ class LlamaEngine implements Engine {
     const slots = spec.task === "text-generation" ? this.options.parallel : 1;
     let context: LlamaContext | null = null;
     if (spec.task === "text-generation") {
-      context = await model.createContext({ contextSize, sequences: slots, threads: this.options.threads });
+      try {
+        context = await model.createContext({ contextSize, sequences: slots, threads: this.options.threads });
+      } catch (cause) {
+        await model.dispose(); // its weights would otherwise stay in memory, unaccounted
+        throw new BordeError("ModelLoadFailed", `model ${spec.id} failed to load: no context of ${contextSize} tokens x ${slots} sequences could be created`, { cause });
+      }
     }
     return new LlamaLoadedModel(this.llama, spec, model, context, contextSize, this.options.threads, memoryBytes, slots);
   }
@@ -170,10 +175,13 @@ class LlamaLoadedModel implements LoadedModel {
     const key = format.type === "json_object" ? "json" : JSON.stringify(format.schema);
     let g = this.grammars.get(key);
     if (!g) {
-      g =
+      const base =
         format.type === "json_object"
           ? this.llama.getGrammarFor("json")
           : this.llama.createGrammarForJsonSchema(format.schema as never);
+      g = base.then((b) =>
+        this.llama.createGrammar({ grammar: finiteNumbers(b.grammar), stopGenerationTriggers: b.stopGenerationTriggers, trimWhitespaceSuffix: b.trimWhitespaceSuffix }),
+      );
       g.catch(() => this.grammars.delete(key));
       if (this.grammars.size > 64) this.grammars.delete(this.grammars.keys().next().value!);
       this.grammars.set(key, g);
@@ -223,8 +231,10 @@ class LlamaLoadedModel implements LoadedModel {
   async generate(req: GenerationRequest, opts: GenerateOptions): Promise<GenerationResult> {
     if (req.tools?.length && req.toolChoice && req.toolChoice !== "auto") return this.forcedToolCall(req, opts);
     if (!this.context) throw new BordeError("NoSuchModel", `model ${this.id} is an embedding model; it does not generate text`);
-    const grammar = await this.grammarFor(req.responseFormat);
-    const useChat = (req.tools?.length ?? 0) > 0 || (req.messages !== undefined && !req.raw && this.hasChatTemplate);
+    const hasTools = (req.tools?.length ?? 0) > 0;
+    // With tools, the chat wrapper's function-calling grammar governs; a response_format is not applied.
+    const grammar = hasTools ? undefined : await this.grammarFor(req.responseFormat);
+    const useChat = hasTools || (req.messages !== undefined && !req.raw && this.hasChatTemplate);
     const sequence = this.context.getSequence();
     try {
       const common = {
@@ -235,7 +245,8 @@ class LlamaLoadedModel implements LoadedModel {
         topK: req.topK,
         topP: req.topP,
         seed: req.seed,
-        customStopTriggers: req.stop && req.stop.length > 0 ? req.stop : undefined,
+        // A stop string would cut a grammar-constrained value short of valid JSON, so JSON mode ignores it.
+        customStopTriggers: !grammar && req.stop && req.stop.length > 0 ? req.stop : undefined,
         repeatPenalty:
           req.repetitionPenalty !== undefined || req.frequencyPenalty !== undefined || req.presencePenalty !== undefined
             ? { penalty: req.repetitionPenalty ?? 1, frequencyPenalty: req.frequencyPenalty, presencePenalty: req.presencePenalty }
@@ -288,20 +299,26 @@ class LlamaLoadedModel implements LoadedModel {
         name: c.functionName,
         arguments: c.params ?? {},
       }));
-      const promptTokens = Math.max(0, meter.usedInputTokens - Math.max(0, completionTokens - 1));
+      // node-llama-cpp meters a token as output whenever its logits are read: once per sampled token,
+      // the first of them read on the prompt's last token. So prompt = input + 1, completion = output.
+      // (onToken's count is not used here: it sees re-tokenised text and overcounts.)
+      const sampled = meter.usedOutputTokens;
+      const promptTokens = meter.usedInputTokens + (sampled > 0 ? 1 : 0);
       return {
         text: res.response,
         toolCalls,
-        usage: usage(promptTokens, completionTokens),
+        usage: usage(promptTokens, sampled),
         finishReason: toolCalls.length > 0 ? "tool_calls" : finishReason(res.metadata.stopReason, opts.signal),
       };
     } catch (e) {
       if (e instanceof BordeError) throw e;
       const msg = errorText(e);
       // node-llama-cpp reports an over-long chat (after trying to shift it) with this message: the caller's input.
-      if (/fit the context size|context size|too long/i.test(msg))
+      if (/did not return a history that fits the context size/.test(msg))
         throw new BordeError("InvalidInput", `input does not fit this model's context of ${this.contextSize} tokens`, { cause: e });
-      if (/function|schema|grammar/i.test(msg)) throw new BordeError("InvalidInput", `tools: ${msg}`, { cause: e });
+      // A tool schema node-llama-cpp cannot turn into a grammar is the caller's input too; other errors are ours.
+      if (hasTools && e instanceof Error && !(e instanceof TypeError || e instanceof ReferenceError) && /schema|grammar|gbnf/i.test(msg))
+        throw new BordeError("InvalidInput", `tools: unsupported parameters schema (${msg})`, { cause: e });
       throw e;
     } finally {
       // Awaited: llama.cpp frees the sequence asynchronously, and the scheduler hands this slot to the
@@ -329,7 +346,7 @@ class LlamaLoadedModel implements LoadedModel {
       { role: "user", content: req.prompt ?? "" },
     ];
     const inner = await this.generate(
-      { ...req, prompt: undefined, messages, tools: undefined, toolChoice: undefined, responseFormat: { type: "json_schema", schema } },
+      { ...req, prompt: undefined, messages, tools: undefined, toolChoice: undefined, stop: undefined, responseFormat: { type: "json_schema", schema } },
       { signal: opts.signal },
     );
     if (inner.finishReason === "abort") return inner;
@@ -343,7 +360,13 @@ class LlamaLoadedModel implements LoadedModel {
   }
 
   async embed(texts: string[], opts: { signal: AbortSignal }): Promise<EmbeddingResult> {
-    this.embeddingContext ??= this.model.createEmbeddingContext({ contextSize: this.contextSize, threads: this.threads });
+    if (!this.embeddingContext) {
+      const created = this.model.createEmbeddingContext({ contextSize: this.contextSize, threads: this.threads });
+      this.embeddingContext = created;
+      created.catch(() => {
+        if (this.embeddingContext === created) this.embeddingContext = null; // retry next time, don't cache a failure
+      });
+    }
     const ctx = await this.embeddingContext;
     // An embedding context evaluates one text at a time; callers queue here instead of racing.
     return this.embedLock.run(async () => {
@@ -358,7 +381,7 @@ class LlamaLoadedModel implements LoadedModel {
         const emb = await ctx.getEmbeddingFor(text);
         vectors.push(normalize(emb.vector));
       }
-      return { vectors, promptTokens };
+      return { vectors, promptTokens, pooling: poolingOf(this.model.fileInfo) };
     });
   }
 
@@ -367,6 +390,28 @@ class LlamaLoadedModel implements LoadedModel {
     await this.context?.dispose();
     await this.model.dispose();
   }
+}
+
+/** llama.cpp pools by the GGUF's `<arch>.pooling_type` (1 mean, 2 cls, 3 last); without one it returns the last token's state. */
+function poolingOf(info: GgufFileInfo): EmbeddingResult["pooling"] {
+  const md = info.metadata as unknown as Record<string, Record<string, unknown> | undefined>;
+  const t = md[String(md.general?.architecture ?? "")]?.pooling_type;
+  return t === 1 ? "mean" : t === 2 ? "cls" : "last";
+}
+
+/**
+ * node-llama-cpp's number rules allow exponents of up to 16 digits (`7e4323707056546411`), which
+ * JSON.parse turns into Infinity (sent on as null) — not a valid integer or number for any schema.
+ * Integers lose the exponent (a negative one would make a fraction); other numbers keep two digits.
+ */
+export function finiteNumbers(grammar: string): string {
+  return grammar
+    .split("\n")
+    .map((line) => {
+      if (line.startsWith("integer-number-rule ::=")) return line.replace(/ \(\[eE\] \[-\+\]\? .*\)\?$/, "");
+      return line.replace(/\[eE\] \[-\+\]\? (\("0" \| \[1-9\] \[0-9\]\{0,15\}\)|\[0-9\] \[1-9\]\{0,15\})/g, "[eE] [-+]? [0-9]{1,2}");
+    })
+    .join("\n");
 }
 
 function usage(prompt: number, completion: number) {
