@@ -36,6 +36,22 @@ export interface SyntheticLlamaOptions {
   type: SyntheticWeightType;
   /** PRNG seed; same seed + options => byte-identical file. Default 1. */
   seed?: number;
+  /** Written as `tokenizer.chat_template` (a Jinja template, e.g. `QWEN25_CHAT_TEMPLATE` or `CHATML_TEMPLATE`). Default: none. */
+  chatTemplate?: string;
+  /**
+   * Extra special tokens (e.g. `<|im_start|>`, `<|im_end|>`) appended at the end of the vocab as control
+   * tokens (token_type 3); they take the last ids (in place of the last SPM pieces), so the vocab still
+   * totals `vocabSize`.
+   */
+  specialTokens?: string[];
+  /** Extra user-defined tokens (token_type 4, e.g. `<tool_call>`), appended after `specialTokens`. */
+  userDefinedTokens?: string[];
+  /** Text of the token written as `tokenizer.ggml.eos_token_id` (must be in the vocab, e.g. `<|im_end|>`). Default `</s>`. */
+  eosToken?: string;
+  /** `tokenizer.ggml.add_bos_token`. Default true. */
+  addBosToken?: boolean;
+  /** `general.name`. Default `synthetic-llama-<size>-<type>`. */
+  name?: string;
 }
 
 export interface SyntheticLlamaResult {
@@ -78,6 +94,7 @@ const FILE_TYPE: Record<SyntheticWeightType, number> = { F32: 0, F16: 1, Q8_0: 7
 const TOKEN_TYPE_NORMAL = 1;
 const TOKEN_TYPE_UNKNOWN = 2;
 const TOKEN_TYPE_CONTROL = 3;
+const TOKEN_TYPE_USER_DEFINED = 4;
 const TOKEN_TYPE_BYTE = 6;
 
 /** Bytes of ggml tensor data for `n` elements of the given type. */
@@ -205,12 +222,44 @@ export interface SyntheticVocab {
   eos: number;
 }
 
+/** Tokens added after the SPM pieces (see `SyntheticLlamaOptions`). */
+export interface SyntheticExtraTokens {
+  specialTokens?: string[];
+  userDefinedTokens?: string[];
+  eosToken?: string;
+}
+
 /**
  * Llama-style SPM vocab: `<unk>`, `<s>`, `</s>`, byte tokens `<0x00>`..`<0xFF>`, then normal pieces with
  * descending scores. Every multi-character piece is added after all of its prefixes, so llama.cpp's SPM
  * bigram-merge tokenizer can actually reach it (real text tokenizes to whole words, not just bytes).
+ * `extra` tokens take the last ids (the ids of all other tokens do not change), with score 0.
  */
-export function buildVocab(vocabSize: number): SyntheticVocab {
+export function buildVocab(vocabSize: number, extra: SyntheticExtraTokens = {}): SyntheticVocab {
+  const special = extra.specialTokens ?? [];
+  const userDefined = extra.userDefinedTokens ?? [];
+  const nExtra = special.length + userDefined.length;
+  if (nExtra > 0 && vocabSize - nExtra < 259) throw new Error(`vocabSize ${vocabSize} leaves no room for ${nExtra} extra tokens`);
+  const vocab = buildSpmVocab(vocabSize - nExtra);
+  const seen = new Set(vocab.tokens);
+  const push = (text: string, type: number): void => {
+    if (text.length === 0 || seen.has(text)) throw new Error(`extra token ${JSON.stringify(text)} is empty or already in the vocab`);
+    seen.add(text);
+    vocab.tokens.push(text);
+    vocab.tokenTypes.push(type);
+    vocab.scores.push(0);
+  };
+  for (const t of special) push(t, TOKEN_TYPE_CONTROL);
+  for (const t of userDefined) push(t, TOKEN_TYPE_USER_DEFINED);
+  if (extra.eosToken !== undefined) {
+    const eos = vocab.tokens.indexOf(extra.eosToken);
+    if (eos < 0) throw new Error(`eosToken ${JSON.stringify(extra.eosToken)} is not in the vocab`);
+    vocab.eos = eos;
+  }
+  return vocab;
+}
+
+function buildSpmVocab(vocabSize: number): SyntheticVocab {
   const tokens: string[] = ["<unk>", "<s>", "</s>"];
   const tokenTypes: number[] = [TOKEN_TYPE_UNKNOWN, TOKEN_TYPE_CONTROL, TOKEN_TYPE_CONTROL];
   for (let b = 0; b < 256; b++) {
@@ -250,6 +299,78 @@ export function buildVocab(vocabSize: number): SyntheticVocab {
   const scores = tokens.map((_, i) => (i < nFixed ? 0 : -(i - nFixed)));
   return { tokens, scores, tokenTypes, unk: 0, bos: 1, eos: 2 };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Chat templates
+// ---------------------------------------------------------------------------------------------
+
+/** The ChatML control tokens the templates below use. */
+export const CHATML_SPECIAL_TOKENS: readonly string[] = ["<|im_start|>", "<|im_end|>"];
+
+/** Minimal ChatML template (every message as `<|im_start|>role\n...<|im_end|>\n`), no tool support. */
+export const CHATML_TEMPLATE =
+  "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/**
+ * Qwen2.5-Instruct's chat template, verbatim (tokenizer_config.json `chat_template`): ChatML with a default
+ * system message, `<tools>` documentation and `<tool_call>` / `<tool_response>` blocks.
+ */
+export const QWEN25_CHAT_TEMPLATE = String.raw`{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- messages[0]['content'] }}
+    {%- else %}
+        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}
+    {%- endif %}
+    {{- "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- else %}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
+    {%- else %}
+        {{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- for message in messages %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}
+        {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}
+    {%- elif message.role == "assistant" %}
+        {{- '<|im_start|>' + message.role }}
+        {%- if message.content %}
+            {{- '\n' + message.content }}
+        {%- endif %}
+        {%- for tool_call in message.tool_calls %}
+            {%- if tool_call.function is defined %}
+                {%- set tool_call = tool_call.function %}
+            {%- endif %}
+            {{- '\n<tool_call>\n{"name": "' }}
+            {{- tool_call.name }}
+            {{- '", "arguments": ' }}
+            {{- tool_call.arguments | tojson }}
+            {{- '}\n</tool_call>' }}
+        {%- endfor %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {{- message.content }}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+`;
 
 // ---------------------------------------------------------------------------------------------
 // GGUF header serialization
@@ -575,8 +696,8 @@ export function planTensors(d: SyntheticLlamaDims, type: SyntheticWeightType): T
   return plans;
 }
 
-function buildMetadata(d: SyntheticLlamaDims, type: SyntheticWeightType, name: string): [string, KvValue][] {
-  const vocab = buildVocab(d.vocabSize);
+function buildMetadata(d: SyntheticLlamaDims, type: SyntheticWeightType, name: string, opts: SyntheticLlamaOptions): [string, KvValue][] {
+  const vocab = buildVocab(d.vocabSize, opts);
   const kv: [string, KvValue][] = [
     ["general.architecture", { t: "str", v: "llama" }],
     ["general.name", { t: "str", v: name }],
@@ -599,9 +720,10 @@ function buildMetadata(d: SyntheticLlamaDims, type: SyntheticWeightType, name: s
     ["tokenizer.ggml.bos_token_id", { t: "u32", v: vocab.bos }],
     ["tokenizer.ggml.eos_token_id", { t: "u32", v: vocab.eos }],
     ["tokenizer.ggml.unknown_token_id", { t: "u32", v: vocab.unk }],
-    ["tokenizer.ggml.add_bos_token", { t: "bool", v: true }],
+    ["tokenizer.ggml.add_bos_token", { t: "bool", v: opts.addBosToken ?? true }],
     ["tokenizer.ggml.add_eos_token", { t: "bool", v: false }],
   ];
+  if (opts.chatTemplate !== undefined) kv.push(["tokenizer.chat_template", { t: "str", v: opts.chatTemplate }]);
   if (type === "Q8_0") kv.push(["general.quantization_version", { t: "u32", v: 2 }]);
   return kv;
 }
@@ -617,10 +739,10 @@ export async function writeSyntheticLlama(opts: SyntheticLlamaOptions): Promise<
   if (!(type in GGML_TYPE)) throw new Error(`unsupported type ${String(type)}`);
   const plans = planTensors(dims, type);
   const params = countParams(dims);
-  const name = `synthetic-llama-${formatParams(params)}-${type}`;
+  const name = opts.name ?? `synthetic-llama-${formatParams(params)}-${type}`;
 
   // Header: magic, version, counts, KVs, tensor infos, padding.
-  const kvs = buildMetadata(dims, type, name);
+  const kvs = buildMetadata(dims, type, name, opts);
   const w = new ByteWriter();
   w.u32(0x46554747); // "GGUF" little-endian
   w.u32(3);
@@ -996,6 +1118,7 @@ async function main(): Promise<void> {
     console.log(
       "usage: node --import tsx bench/synthetic-gguf.ts --params 0.8e9 --type Q8_0|F16|F32 [--out FILE]\n" +
         "  [--layers N] [--dim N] [--ffn N] [--heads N] [--kv-heads N] [--vocab N] [--ctx N] [--seed N]\n" +
+        "  [--chat qwen25|chatml]  write that chat template, <|im_start|>/<|im_end|> control tokens, EOS <|im_end|>\n" +
         "  [--verify [TOKENS]]  load with node-llama-cpp (1 thread) and measure decode tok/s",
     );
     return;
@@ -1011,8 +1134,14 @@ async function main(): Promise<void> {
   if (!["Q8_0", "F16", "F32"].includes(type)) throw new Error(`--type must be Q8_0, F16 or F32`);
   const targetParams = num("params") ?? 0.8e9;
   const out = args.get("out") || `bench/models/synth-${formatParams(targetParams).toLowerCase()}-${type.toLowerCase()}.gguf`;
+  const chat = args.get("chat");
+  if (chat !== undefined && chat !== "qwen25" && chat !== "chatml") throw new Error("--chat must be qwen25 or chatml");
+  const chatOptions: Partial<SyntheticLlamaOptions> = chat
+    ? { chatTemplate: chat === "qwen25" ? QWEN25_CHAT_TEMPLATE : CHATML_TEMPLATE, specialTokens: [...CHATML_SPECIAL_TOKENS], eosToken: "<|im_end|>" }
+    : {};
   const t0 = performance.now();
   const res = await writeSyntheticLlama({
+    ...chatOptions,
     path: out,
     targetParams,
     nLayers: num("layers"),

@@ -51,6 +51,10 @@ describe("auto-pull and preload", () => {
     assert.equal(hub.requests.length, 0);
   });
 
+  it("a preload that fails stops the node: start-up rejects and nothing keeps listening", async () => {
+    await assert.rejects(startTestNode({ preload: ["@cf/nobody/nothing"] }), (e: unknown) => e instanceof Error && /No such model/.test(e.message));
+  });
+
   it("--preload loads models before the node reports ready", async () => {
     const node = await startTestNode({ preload: ["@local/stories"] });
     closers.push(() => node.close());

@@ -124,8 +124,9 @@ describe("Workers AI REST API", () => {
   it("embeds text through a GGUF model: {text} -> {shape, data}", async () => {
     const r = await run("@local/stories", { text: ["Lily", "a red ball"] });
     assert.equal(r.status, 200);
-    const body = (await r.json()) as Envelope<{ shape: number[]; data: number[][] }>;
+    const body = (await r.json()) as Envelope<{ shape: number[]; data: number[][]; pooling: string }>;
     assert.deepEqual(body.result.shape, [2, 64]);
+    assert.equal(body.result.pooling, "last", "a causal llama has no pooling of its own: the last token's state");
     assert.equal(body.result.data.length, 2);
   });
 

@@ -124,7 +124,7 @@ describe("scheduler admission and residency (engine injected)", () => {
           memoryBytes: memory,
           slots,
           generate: async () => ({ text: "", toolCalls: [], usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 }, finishReason: "stop" }),
-          embed: async () => ({ vectors: [], promptTokens: 0 }),
+          embed: async () => ({ vectors: [], promptTokens: 0, pooling: "last" as const }),
           dispose: async () => void disposed.push(spec.id),
         };
       },
@@ -167,6 +167,38 @@ describe("scheduler admission and residency (engine injected)", () => {
     await busy;
     await s.run(info("b"), never, async () => undefined);
     assert.deepEqual(f.disposed, ["a"]);
+  });
+
+  it("a deadline that passes while a model is being admitted is honoured at once, not after the load", async () => {
+    const f = fakeEngine(10);
+    let releaseEstimate!: () => void;
+    const estimated = new Promise<void>((r) => (releaseEstimate = r));
+    f.engine.estimateMemory = async () => {
+      await estimated;
+      return 10;
+    };
+    const s = new Scheduler({ engine: f.engine, memoryBudgetBytes: 100, maxQueue: 5 });
+    const ac = new AbortController();
+    const p = s.run(info("m"), ac.signal, async () => "ran");
+    ac.abort(new BordeError("Timeout"));
+    releaseEstimate();
+    await assert.rejects(p, (e: unknown) => e instanceof BordeError && e.code === 3007);
+    assert.equal(s.snapshot().models[0]?.queued ?? 0, 0);
+  });
+
+  it("close() lets a running request finish before unloading, and refuses new ones", async () => {
+    const f = fakeEngine(10);
+    const s = new Scheduler({ engine: f.engine, memoryBudgetBytes: 100, maxQueue: 5 });
+    let release!: () => void;
+    const running = s.run(info("m"), never, () => new Promise<string>((r) => (release = () => r("done"))));
+    await new Promise((r) => setImmediate(r));
+    const closing = s.close();
+    await assert.rejects(s.run(info("m"), never, async () => "late"), (e: unknown) => e instanceof BordeError && e.code === 3040);
+    assert.deepEqual(f.disposed, [], "not unloaded under a running request");
+    release();
+    assert.equal(await running, "done");
+    await closing;
+    assert.deepEqual(f.disposed, ["m"]);
   });
 
   it("a load failure reaches every waiter and leaves no slot taken", async () => {
