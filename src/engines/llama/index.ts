@@ -312,6 +312,10 @@ class LlamaLoadedModel implements LoadedModel {
       };
     } catch (e) {
       if (e instanceof BordeError) throw e;
+      // The model's own function call failed node-llama-cpp's validation: an output failure, not the
+      // caller's. (The class is not exported at run time; its name is what can be recognised.)
+      if (e instanceof Error && e.constructor.name === "LlamaFunctionCallValidationError")
+        throw new BordeError("IncompleteOutput", `The model produced an invalid function call (${errorText(e)})`, { cause: e });
       const msg = errorText(e);
       // node-llama-cpp reports an over-long chat (after trying to shift it) with this message: the caller's input.
       if (/did not return a history that fits the context size/.test(msg))
