@@ -48,7 +48,3 @@ export class BordeError extends Error {
     return this.status < 500;
   }
 }
-
-export function isBordeError(e: unknown): e is BordeError {
-  return e instanceof BordeError;
-}

@@ -42,7 +42,6 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
     engine,
     memoryBudgetBytes: config.memoryBudgetMb * 2 ** 20,
     maxQueue: config.maxQueue,
-    expectedSlots: (spec) => (spec.task === "text-generation" ? config.parallel : 1),
     log: logger,
     onChange: (s) => {
       metrics.modelsLoaded.set(s.models.filter((m) => m.state === "ready").length);

@@ -37,7 +37,14 @@ export type Ctx = Context<Env>;
  * The request's abort signal: its deadline (408/3007) and the client going away (3008). Both
  * reasons are BordeErrors so whatever catches them maps them without guessing.
  */
-export function callContext(c: Ctx, config: Config): { ctx: CallContext; controller: AbortController; done: () => void } {
+export interface Call {
+  ctx: CallContext;
+  controller: AbortController;
+  /** Clears the deadline and the disconnect listener; safe to call more than once. */
+  done: () => void;
+}
+
+export function callContext(c: Ctx, config: Config): Call {
   const controller = new AbortController();
   const timer = setTimeout(
     () => controller.abort(new BordeError("Timeout", `Request timeout: no answer within ${config.requestTimeoutMs} ms`)),

@@ -1,6 +1,6 @@
 import type { Context } from "hono";
 import { ZodError } from "zod";
-import { BordeError, ERRORS } from "../errors.js";
+import { BordeError } from "../errors.js";
 import type { Logger } from "../observability/index.js";
 
 /** Which envelope a route answers errors in. */
@@ -49,6 +49,3 @@ export function errorResponse(c: Context, e: unknown, flavor: Flavor, log: Logge
   if (err.kind === "RequestTooLarge") headers.connection = "close";
   return c.body(JSON.stringify(errorBody(err, flavor)), err.status as 400, headers);
 }
-
-/** Every catalog entry, for docs and the test that checks each is documented. */
-export const ERROR_CATALOG = ERRORS;

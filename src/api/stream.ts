@@ -2,7 +2,9 @@ import type { ServerResponse } from "node:http";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import type { Context } from "hono";
 import { BordeError } from "../errors.js";
-import { SSE_HEADERS } from "./sse.js";
+import type { Call, Ctx } from "./context.js";
+import { errorBody, toBordeError, type Flavor } from "./errors.js";
+import { SSE_HEADERS, sseData } from "./sse.js";
 
 /** Longest an event waits to share a socket write with the next ones. */
 const FLUSH_MS = 2;
@@ -11,6 +13,19 @@ export interface StreamHooks {
   onCancel: () => void;
   onError: (e: unknown, emit: Emit) => void;
   onEnd?: () => void;
+}
+
+/** The hooks every generation stream uses: cancel on disconnect, an error event in the route's envelope, release the call. */
+export function streamHooks(c: Ctx, call: Call, flavor: Flavor): StreamHooks {
+  return {
+    onCancel: () => call.controller.abort(new BordeError("Aborted", "Client closed the stream")),
+    onError: (e, emit) => {
+      const err = toBordeError(e);
+      c.get("log").warn({ code: err.code, reason: err.message }, "stream ended by error");
+      emit(sseData(errorBody(err, flavor)));
+    },
+    onEnd: call.done,
+  };
 }
 
 /**
@@ -110,9 +125,9 @@ export async function respondWithStream(c: Context, requestId: string, run: (emi
  */
 export type Emit = (chunk: string) => void;
 
-export type Started = { ok: true; stream: ReadableStream<Uint8Array> } | { ok: false; error: unknown };
+type Started = { ok: true; stream: ReadableStream<Uint8Array> } | { ok: false; error: unknown };
 
-export function startStream(run: (emit: Emit) => Promise<void>, opts: StreamHooks): Promise<Started> {
+function startStream(run: (emit: Emit) => Promise<void>, opts: StreamHooks): Promise<Started> {
   return new Promise<Started>((resolveStart) => {
     let controller: ReadableStreamDefaultController<Uint8Array> | null = null;
     const pending: Uint8Array[] = [];

@@ -107,6 +107,8 @@ export interface Engine {
   readonly name: string;
   /** Memory the model would take once loaded, without loading it (for the scheduler's budget). */
   estimateMemory(spec: ModelSpec): Promise<number>;
+  /** Requests the model will serve at once once loaded (`LoadedModel.slots`), known before loading. */
+  slotsFor(spec: ModelSpec): number;
   load(spec: ModelSpec): Promise<LoadedModel>;
   /** Reads what the engine can tell from a file without loading it (its task). */
   inspect(path: string): Promise<{ task: Task }>;

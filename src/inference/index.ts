@@ -46,26 +46,22 @@ export class InferenceService {
   constructor(private readonly o: InferenceOptions) {}
 
   /** `signal` bounds the wait for an auto-pull (the download itself goes on for other requests). */
-  async resolve(modelId: string, task?: Task, signal?: AbortSignal): Promise<ModelInfo> {
-    let info: ModelInfo;
+  async resolve(modelId: string, signal?: AbortSignal): Promise<ModelInfo> {
     try {
-      info = await this.o.store.resolve(modelId);
+      return await this.o.store.resolve(modelId);
     } catch (e) {
       const entry = this.o.store.catalogEntry(modelId);
       if (!(e instanceof BordeError && e.kind === "NoSuchModel" && entry && this.o.autoPull)) throw e;
       this.o.logger.info({ model: modelId }, "auto-pulling model");
       await untilAborted(this.o.autoPull(modelId), signal);
-      info = await this.o.store.resolve(modelId);
+      return this.o.store.resolve(modelId);
     }
-    // Any GGUF llama model can embed, so embeddings are allowed on generators too; the reverse is not.
-    if (task === "text-generation" && info.task !== "text-generation")
-      throw new BordeError("NoSuchModel", `No such model ${modelId} or task: it is a ${info.task} model, not text-generation`);
-    return info;
   }
 
   /** `model` is an id, or a ModelInfo the caller already resolved (saves a second look-up). */
   async generate(ctx: CallContext, model: string | ModelInfo, request: GenerationRequest, onText?: (text: string) => void): Promise<GenerationResult> {
-    const info = typeof model === "string" ? await this.resolve(model, "text-generation", ctx.signal) : model;
+    const info = typeof model === "string" ? await this.resolve(model, ctx.signal) : model;
+    // Any GGUF llama can embed, so embeddings are allowed on generators too; the reverse is not.
     if (info.task !== "text-generation") throw new BordeError("NoSuchModel", `No such model ${info.id} or task: it is a ${info.task} model, not text-generation`);
     const modelId = info.id;
     const started = performance.now();
@@ -89,7 +85,7 @@ export class InferenceService {
   }
 
   async embed(ctx: CallContext, model: string | ModelInfo, texts: string[]): Promise<EmbeddingResult> {
-    const info = typeof model === "string" ? await this.resolve(model, "text-embeddings", ctx.signal) : model;
+    const info = typeof model === "string" ? await this.resolve(model, ctx.signal) : model;
     const started = performance.now();
     const result = await this.o.scheduler.run(info, ctx.signal, (model, signal) => model.embed(texts, { signal }));
     this.count(ctx, info, result.promptTokens, 0, started);

@@ -8,8 +8,6 @@ export interface SchedulerOptions {
   memoryBudgetBytes: number;
   /** Requests that may wait for a slot per model; one more is refused with 429/3040. */
   maxQueue: number;
-  /** Slots a model will have once loaded (bounds admission while it loads). Default 1. */
-  expectedSlots?: (spec: ModelSpec) => number;
   /** How long close() lets running requests finish before unloading under them. Default 10 s. */
   drainMs?: number;
   /** Called whenever queue depth or residency changes (metrics). */
@@ -137,7 +135,7 @@ export class Scheduler {
       return r;
     }
     // While a model loads, the requests that will take its first slots wait in the queue too.
-    const bound = this.options.maxQueue + (r.state === "loading" ? (this.options.expectedSlots?.(spec) ?? 1) : 0);
+    const bound = this.options.maxQueue + (r.state === "loading" ? this.options.engine.slotsFor(spec) : 0);
     if (r.queue.length >= bound) {
       throw new BordeError("OutOfCapacity", `Out of capacity: ${r.queue.length} requests already queued for ${spec.id}`, { retryAfter: 1 });
     }

@@ -314,7 +314,6 @@ const CHAT: Route = { name: "openai/chat", path: "/v1/chat/completions", base: {
 const CHAT_CF: Route = { ...CHAT, name: "openai/chat(cf)", path: `${CF_V1}/chat/completions` };
 const COMPLETIONS: Route = { name: "openai/completions", path: "/v1/completions", base: { model: MODEL, prompt: "Once upon a time", max_tokens: 8 }, openai: true };
 const EMBEDDINGS: Route = { name: "openai/embeddings", path: "/v1/embeddings", base: { model: MODEL, input: "hello" }, openai: true };
-const ROUTES = [WAI_PROMPT, WAI_MESSAGES, WAI_EMBED, CHAT, CHAT_CF, COMPLETIONS, EMBEDDINGS];
 
 const DROP = Symbol("drop");
 const withField = (base: Record<string, Json>, field: string, value: Json | typeof DROP) => {

@@ -115,6 +115,7 @@ describe("scheduler admission and residency (engine injected)", () => {
     const engine: Engine = {
       name: "fake",
       estimateMemory: async () => memory,
+      slotsFor: () => slots,
       inspect: async () => ({ task: "text-generation" }),
       load: async (spec: ModelSpec): Promise<LoadedModel> => {
         loads.push(spec.id);

@@ -143,3 +143,7 @@ export function embeddingsList(model: string, vectors: number[][], promptTokens:
     usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
   };
 }
+
+export function modelObject(m: { id: string; source: string; task: string }) {
+  return { id: m.id, object: "model", created: 0, owned_by: m.source === "local" ? "local" : "borde", task: m.task };
+}

@@ -4,9 +4,8 @@ import { BordeError } from "../../errors.js";
 import type { GenerationResult } from "../../engines/contract.js";
 import { readJsonBody } from "../body.js";
 import { callContext, type ApiDeps, type Env } from "../context.js";
-import { errorBody, toBordeError } from "../errors.js";
 import { SSE_DONE, sseData } from "../sse.js";
-import { respondWithStream } from "../stream.js";
+import { respondWithStream, streamHooks } from "../stream.js";
 import { EmbeddingsInput, embeddingsResult, finalStreamEvent, textGenerationInput, textGenerationResult, toGenerationRequest } from "./convert.js";
 import { parseModelId } from "../../catalog/ids.js";
 
@@ -35,58 +34,41 @@ export function registerWorkersAi(app: Hono<Env>, deps: ApiDeps): void {
     c.set("model", modelId);
     const body = await readJsonBody(c.req.raw, deps.config.maxBodyBytes);
     if (typeof body !== "object" || body === null || Array.isArray(body)) throw new BordeError("InvalidInput", "Invalid input: the body must be a JSON object");
-    // Resolving may wait for an auto-pull: bounded by the request's deadline and the client staying.
-    const info = await deps.inference.resolve(modelId, undefined, AbortSignal.any([c.req.raw.signal, AbortSignal.timeout(deps.config.requestTimeoutMs)]));
 
-    // The call context (its deadline timer, its abort listener) is made only once the input is valid:
-    // a refusal thrown before `done()` could run would leak a timer per bad request.
-    const asksForText = "prompt" in body || "messages" in body;
-    if (info.task === "text-embeddings" && asksForText)
-      throw new BordeError("NoSuchModel", `No such model ${modelId} or task: it is a text-embeddings model, not text-generation`);
-    // Any GGUF llama can also embed: `{text}` without a prompt asks for that.
-    const wantsEmbeddings = info.task === "text-embeddings" || ("text" in body && !asksForText);
-    if (wantsEmbeddings) {
-      const input = EmbeddingsInput.parse(body);
-      const texts = typeof input.text === "string" ? [input.text] : input.text;
-      const { ctx, done } = callContext(c, deps.config);
-      try {
-        const r = await deps.inference.embed(ctx, info, texts);
+    // One deadline for the whole call, an auto-pull wait included. `done` runs on every way out:
+    // here for plain answers and refusals, from the stream's end for streams.
+    const call = callContext(c, deps.config);
+    let streaming = false;
+    try {
+      const info = await deps.inference.resolve(modelId, call.ctx.signal);
+      const asksForText = "prompt" in body || "messages" in body;
+      // Any GGUF llama can also embed: `{text}` without a prompt asks for that. A prompt sent to an
+      // embedding model goes the text way, where the inference service refuses it with 5007.
+      if (!asksForText && (info.task === "text-embeddings" || "text" in body)) {
+        const input = EmbeddingsInput.parse(body);
+        const r = await deps.inference.embed(call.ctx, info, typeof input.text === "string" ? [input.text] : input.text);
         return c.json({ result: embeddingsResult(r), success: true, errors: [], messages: [] });
-      } finally {
-        done();
       }
-    }
-
-    const input = textInput.parse(body);
-    const request = toGenerationRequest(input);
-    const { ctx, controller, done } = callContext(c, deps.config);
-    if (!input.stream) {
-      try {
-        const r = await deps.inference.generate(ctx, info, request);
+      const input = textInput.parse(body);
+      const request = toGenerationRequest(input);
+      if (!input.stream) {
+        const r = await deps.inference.generate(call.ctx, info, request);
         return c.json({ result: textGenerationResult(r), success: true, errors: [], messages: [] });
-      } finally {
-        done();
       }
-    }
-
-    return respondWithStream(
-      c,
-      c.get("requestId"),
-      async (emit) => {
-        const r: GenerationResult = await deps.inference.generate(ctx, info, request, (text) => emit(sseData({ response: text })));
-        emit(sseData(finalStreamEvent(r)));
-        emit(SSE_DONE);
-      },
-      {
-        onCancel: () => controller.abort(new BordeError("Aborted", "Client closed the stream")),
-        onError: (e, emit) => {
-          const err = toBordeError(e);
-          c.get("log").warn({ code: err.code, reason: err.message }, "stream ended by error");
-          emit(sseData(errorBody(err, "workers-ai")));
+      streaming = true;
+      return await respondWithStream(
+        c,
+        c.get("requestId"),
+        async (emit) => {
+          const r: GenerationResult = await deps.inference.generate(call.ctx, info, request, (text) => emit(sseData({ response: text })));
+          emit(sseData(finalStreamEvent(r)));
+          emit(SSE_DONE);
         },
-        onEnd: done,
-      },
-    );
+        streamHooks(c, call, "workers-ai"),
+      );
+    } finally {
+      if (!streaming) call.done();
+    }
   });
 
   app.get(`${base}/models/search`, async (c) => {

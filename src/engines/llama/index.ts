@@ -45,19 +45,32 @@ export interface LlamaEngineOptions {
 /** Architectures whose GGUF files are embedding models (they have no generation head worth serving). */
 const EMBEDDING_ARCHS = new Set(["bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "modern-bert", "neo-bert", "t5encoder"]);
 
-export function taskFromGguf(info: GgufFileInfo): Task {
+/**
+ * The metadata Borde reads, in one place: node-llama-cpp types GGUF metadata per architecture, and
+ * the keys that matter here live under `<arch>.*` and `tokenizer.*` whatever the architecture.
+ */
+function ggufFacts(info: GgufFileInfo) {
   const md = info.metadata as unknown as Record<string, Record<string, unknown> | undefined>;
   const arch = String(md.general?.architecture ?? "");
-  if (EMBEDDING_ARCHS.has(arch)) return "text-embeddings";
-  const archMd = md[arch];
-  if (archMd && archMd.pooling_type !== undefined && archMd.causal_attention === false) return "text-embeddings";
-  return "text-generation";
+  const archMd = md[arch] ?? {};
+  const tokenizer = md.tokenizer as { chat_template?: unknown; ggml?: { tokens?: unknown[] } } | undefined;
+  const trainContext = archMd.context_length;
+  const pooling = archMd.pooling_type;
+  return {
+    arch,
+    task: (EMBEDDING_ARCHS.has(arch) || (pooling !== undefined && archMd.causal_attention === false) ? "text-embeddings" : "text-generation") as Task,
+    trainContext: typeof trainContext === "number" && trainContext > 0 ? trainContext : undefined,
+    /** llama.cpp pools by `<arch>.pooling_type` (1 mean, 2 cls, 3 last); without one it returns the last token's state. */
+    pooling: (pooling === 1 ? "mean" : pooling === 2 ? "cls" : "last") as EmbeddingResult["pooling"],
+    hasChatTemplate: typeof tokenizer?.chat_template === "string" && tokenizer.chat_template.length > 0,
+    vocabSize: Array.isArray(tokenizer?.ggml?.tokens) ? tokenizer.ggml.tokens.length : 0,
+  };
 }
 
 /** Reads a GGUF header and tells its task, without loading the engine. */
 export async function inspectGguf(path: string): Promise<{ task: Task }> {
   const info = await readGgufFileInfo(path, { readTensorInfo: false, logWarnings: false });
-  return { task: taskFromGguf(info) };
+  return { task: ggufFacts(info).task };
 }
 
 export async function createLlamaEngine(options: LlamaEngineOptions): Promise<Engine> {
@@ -78,19 +91,26 @@ class LlamaEngine implements Engine {
   }
 
   private contextSizeFor(info: GgufFileInfo): number {
-    const train = new GgufInsights_(info).trainContextSize;
+    const train = ggufFacts(info).trainContext;
     return Math.max(64, Math.min(this.options.contextSize, train ?? this.options.contextSize));
   }
 
+  slotsFor(spec: ModelSpec): number {
+    return spec.task === "text-generation" ? this.options.parallel : 1;
+  }
+
   async estimateMemory(spec: ModelSpec): Promise<number> {
-    const info = await readGgufFileInfo(spec.path, { logWarnings: false });
+    return this.estimateFromInfo(spec, await readGgufFileInfo(spec.path, { logWarnings: false }));
+  }
+
+  /** Weights plus the context (KV cache for every sequence), from metadata already read. */
+  private async estimateFromInfo(spec: ModelSpec, info: GgufFileInfo): Promise<number> {
     const insights = await GgufInsights.from(info, this.llama);
     const model = await insights.estimateModelResourceRequirementsV2({ gpuLayers: 0 });
-    const sequences = spec.task === "text-generation" ? this.options.parallel : 1;
     const ctx = await insights.estimateContextResourceRequirementsV2({
       contextSize: this.contextSizeFor(info),
       modelGpuLayers: 0,
-      sequences,
+      sequences: this.slotsFor(spec),
       isEmbeddingContext: spec.task === "text-embeddings",
     });
     return model.cpuRam + ctx.cpuRam;
@@ -103,9 +123,10 @@ class LlamaEngine implements Engine {
     } catch (cause) {
       throw new BordeError("ModelLoadFailed", `model ${spec.id} failed to load`, { cause });
     }
-    const memoryBytes = await this.estimateMemory(spec).catch(() => model.size);
+    // The loaded model's own metadata: no second read of the file.
+    const memoryBytes = await this.estimateFromInfo(spec, model.fileInfo).catch(() => model.size);
     const contextSize = this.contextSizeFor(model.fileInfo);
-    const slots = spec.task === "text-generation" ? this.options.parallel : 1;
+    const slots = this.slotsFor(spec);
     let context: LlamaContext | null = null;
     if (spec.task === "text-generation") {
       try {
@@ -123,22 +144,12 @@ class LlamaEngine implements Engine {
   }
 }
 
-/** Tiny accessor so the training context can be read without allocating full insights. */
-class GgufInsights_ {
-  constructor(private readonly info: GgufFileInfo) {}
-  get trainContextSize(): number | undefined {
-    const md = this.info.metadata as unknown as Record<string, Record<string, unknown> | undefined>;
-    const arch = String(md.general?.architecture ?? "");
-    const v = md[arch]?.context_length;
-    return typeof v === "number" && v > 0 ? v : undefined;
-  }
-}
-
 class LlamaLoadedModel implements LoadedModel {
   private embeddingContext: Promise<LlamaEmbeddingContext> | null = null;
   private readonly embedLock = new Mutex();
   private readonly grammars = new Map<string, Promise<LlamaGrammar>>();
   private closers: Token[] | null = null;
+  private readonly facts: ReturnType<typeof ggufFacts>;
 
   constructor(
     private readonly llama: Llama,
@@ -149,18 +160,15 @@ class LlamaLoadedModel implements LoadedModel {
     private readonly threads: number,
     readonly memoryBytes: number,
     readonly slots: number,
-  ) {}
+  ) {
+    this.facts = ggufFacts(model.fileInfo);
+  }
 
   get id(): string {
     return this.spec.id;
   }
   get task(): Task {
     return this.spec.task;
-  }
-
-  private get hasChatTemplate(): boolean {
-    const tok = (this.model.fileInfo.metadata as unknown as { tokenizer?: { chat_template?: unknown } }).tokenizer;
-    return typeof tok?.chat_template === "string" && tok.chat_template.length > 0;
   }
 
   private tokenizeWithBos(text: string): Token[] {
@@ -201,9 +209,7 @@ class LlamaLoadedModel implements LoadedModel {
   private closingTokens(): Token[] {
     if (this.closers) return this.closers;
     const out: Token[] = [];
-    const tokens = (this.model.fileInfo.metadata as unknown as { tokenizer?: { ggml?: { tokens?: unknown[] } } }).tokenizer?.ggml?.tokens;
-    const n = Array.isArray(tokens) ? tokens.length : 0;
-    for (let t = 0; t < n; t++) {
+    for (let t = 0; t < this.facts.vocabSize; t++) {
       const text = this.model.detokenize([t as Token]).trim();
       if (text.length > 0 && /^["}\]][\s"}\],]*$/.test(text)) out.push(t as Token);
     }
@@ -234,8 +240,10 @@ class LlamaLoadedModel implements LoadedModel {
     const hasTools = (req.tools?.length ?? 0) > 0;
     // With tools, the chat wrapper's function-calling grammar governs; a response_format is not applied.
     const grammar = hasTools ? undefined : await this.grammarFor(req.responseFormat);
-    const useChat = hasTools || (req.messages !== undefined && !req.raw && this.hasChatTemplate);
+    const useChat = hasTools || (req.messages !== undefined && !req.raw && this.facts.hasChatTemplate);
     const sequence = this.context.getSequence();
+    // Generated tokens, counted as they come: drives the JSON soft limit (and usage on the plain path).
+    let completionTokens = 0;
     try {
       const common = {
         signal: opts.signal,
@@ -251,6 +259,11 @@ class LlamaLoadedModel implements LoadedModel {
           req.repetitionPenalty !== undefined || req.frequencyPenalty !== undefined || req.presencePenalty !== undefined
             ? { penalty: req.repetitionPenalty ?? 1, frequencyPenalty: req.frequencyPenalty, presencePenalty: req.presencePenalty }
             : (false as const),
+        tokenBias: grammar ? this.softLimitBias(req.maxTokens, () => completionTokens) : undefined,
+        onToken: (t: Token[]) => {
+          completionTokens += t.length;
+        },
+        onTextChunk: opts.onText,
       };
       if (!useChat) {
         const promptText = req.prompt ?? renderPlain(req.messages ?? []);
@@ -258,16 +271,10 @@ class LlamaLoadedModel implements LoadedModel {
         if (input.length >= this.contextSize)
           throw new BordeError("InvalidInput", `prompt is ${input.length} tokens; this model's context holds ${this.contextSize}`);
         const completion = new LlamaCompletion({ contextSequence: sequence });
-        let completionTokens = 0;
         const res = await completion.generateCompletionWithMeta(input, {
           ...common,
-          tokenBias: grammar ? this.softLimitBias(req.maxTokens, () => completionTokens) : undefined,
           maxTokens: grammar ? this.contextSize - input.length : Math.min(req.maxTokens, this.contextSize - input.length),
           grammar,
-          onToken: (t) => {
-            completionTokens += t.length;
-          },
-          onTextChunk: opts.onText,
         });
         if (grammar && res.metadata.stopReason === "maxTokens") throw new BordeError("IncompleteOutput");
         return {
@@ -281,21 +288,15 @@ class LlamaLoadedModel implements LoadedModel {
       const chat = new LlamaChat({ contextSequence: sequence });
       const history = toHistory(req.messages ?? [{ role: "user", content: req.prompt ?? "" }]);
       const functions = req.tools?.length ? toFunctions(req.tools) : undefined;
-      let completionTokens = 0;
       const res = await chat.generateResponse(history, {
         ...common,
-        tokenBias: grammar ? this.softLimitBias(req.maxTokens, () => completionTokens) : undefined,
         maxTokens: grammar ? this.contextSize : req.maxTokens,
         ...(functions ? { functions } : { grammar }),
-        onToken: (t: Token[]) => {
-          completionTokens += t.length;
-        },
-        onTextChunk: opts.onText,
       } as Parameters<LlamaChat["generateResponse"]>[1]);
       if (grammar && res.metadata.stopReason === "maxTokens") throw new BordeError("IncompleteOutput");
       const meter = sequence.tokenMeter.getState();
       const toolCalls: ToolCall[] = (res.functionCalls ?? []).map((c) => ({
-        id: `call_${randomUUID().replaceAll("-", "").slice(0, 24)}`,
+        id: callId(),
         name: c.functionName,
         arguments: c.params ?? {},
       }));
@@ -357,7 +358,7 @@ class LlamaLoadedModel implements LoadedModel {
     const call = JSON.parse(inner.text) as { name: string; arguments: unknown };
     return {
       text: "",
-      toolCalls: [{ id: `call_${randomUUID().replaceAll("-", "").slice(0, 24)}`, name: call.name, arguments: call.arguments }],
+      toolCalls: [{ id: callId(), name: call.name, arguments: call.arguments }],
       usage: inner.usage,
       finishReason: "tool_calls",
     };
@@ -385,7 +386,7 @@ class LlamaLoadedModel implements LoadedModel {
         const emb = await ctx.getEmbeddingFor(text);
         vectors.push(normalize(emb.vector));
       }
-      return { vectors, promptTokens, pooling: poolingOf(this.model.fileInfo) };
+      return { vectors, promptTokens, pooling: this.facts.pooling };
     });
   }
 
@@ -394,13 +395,6 @@ class LlamaLoadedModel implements LoadedModel {
     await this.context?.dispose();
     await this.model.dispose();
   }
-}
-
-/** llama.cpp pools by the GGUF's `<arch>.pooling_type` (1 mean, 2 cls, 3 last); without one it returns the last token's state. */
-function poolingOf(info: GgufFileInfo): EmbeddingResult["pooling"] {
-  const md = info.metadata as unknown as Record<string, Record<string, unknown> | undefined>;
-  const t = md[String(md.general?.architecture ?? "")]?.pooling_type;
-  return t === 1 ? "mean" : t === 2 ? "cls" : "last";
 }
 
 /**
@@ -416,6 +410,10 @@ export function finiteNumbers(grammar: string): string {
       return line.replace(/\[eE\] \[-\+\]\? (\("0" \| \[1-9\] \[0-9\]\{0,15\}\)|\[0-9\] \[1-9\]\{0,15\})/g, "[eE] [-+]? [0-9]{1,2}");
     })
     .join("\n");
+}
+
+function callId(): string {
+  return `call_${randomUUID().replaceAll("-", "").slice(0, 24)}`;
 }
 
 function usage(prompt: number, completion: number) {
