@@ -316,6 +316,13 @@ async function openBorde(file: string, modelsDir: string): Promise<{ node: Borde
       contextSize: CONTEXT_SIZE,
       logLevel: LOG_LEVEL as "info",
       preload: [modelId],
+      // The comparison is Borde's serving path, metering included, against the bare engine; the
+      // per-account limits would refuse a benchmark's request rate, so they are lifted here.
+      dataDir: path.join(modelsDir, "data"),
+      devPlan: "paid",
+      rateLimits: { "text-generation": 1e9, "text-embeddings": 1e9 },
+      maxConcurrent: 1e6,
+      tokensPerMinute: 0,
     },
     {},
   );

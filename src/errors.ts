@@ -20,6 +20,10 @@ export const ERRORS = {
   ModelLoadFailed: { code: 7101, status: 500, message: "Model failed to load" },
   ModelPullFailed: { code: 7103, status: 502, message: "The model could not be pulled from the hub" },
   IncompleteOutput: { code: 7102, status: 500, message: "The model could not complete a valid JSON value within its context" },
+  RateLimited: { code: 7104, status: 429, message: "Rate limit exceeded" },
+  BudgetExceeded: { code: 7105, status: 429, message: "Daily neuron budget used up" },
+  DuplicateRequestId: { code: 7106, status: 409, message: "This request id was already used and billed" },
+  NoSuchResource: { code: 7107, status: 404, message: "No such account or token" },
   Internal: { code: 3043, status: 500, message: "Internal server error" },
 } as const satisfies Record<string, { code: number; status: number; message: string }>;
 

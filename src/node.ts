@@ -1,14 +1,22 @@
 import { getRequestListener } from "@hono/node-server";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { createDevAuthenticator, devCredentials, type Authenticator, type DevCredentials } from "./accounts/index.js";
+import path from "node:path";
+import { AccountStore, devCredentials, Limiter, type Authenticator, type DevCredentials } from "./accounts/index.js";
+import { CpuClock } from "./metering/cpu.js";
+import { Meter } from "./metering/meter.js";
+import { createOutboxWriter } from "./metering/outbox.js";
+import { PgLedger } from "./metering/postgres.js";
+import { SqliteLedger } from "./metering/sqlite.js";
+import type { UsageReader, UsageWriter } from "./metering/types.js";
+import { openDatabase } from "./util/sqlite.js";
 import { createApp } from "./api/app.js";
 import { ModelStore } from "./catalog/store.js";
 import type { Config } from "./config/index.js";
 import { BordeError } from "./errors.js";
 import type { Engine } from "./engines/contract.js";
 import { createLlamaEngine } from "./engines/llama/index.js";
-import { InferenceService, type UsageSink } from "./inference/index.js";
+import { InferenceService } from "./inference/index.js";
 import { createLogger, createMetrics, type Logger } from "./observability/index.js";
 import { Scheduler } from "./scheduler/index.js";
 import { chooseThreads } from "./util/threads.js";
@@ -18,7 +26,6 @@ export interface NodeOptions {
   /** Injected engine (tests, benchmarks); by default llama.cpp with threads from free cores. */
   engine?: Engine;
   auth?: Authenticator;
-  usage?: UsageSink;
 }
 
 export interface BordeNode {
@@ -28,6 +35,10 @@ export interface BordeNode {
   threads: number;
   store: ModelStore;
   scheduler: Scheduler;
+  accounts: AccountStore;
+  meter: Meter;
+  /** The ledger this node reads for reports, if any. */
+  usage: UsageReader | null;
   close(): Promise<void>;
 }
 
@@ -55,13 +66,34 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
       }
     },
   });
+  // State: accounts, tokens, audit log, and the ledger (one node) or the outbox (cluster PoP).
+  const db = openDatabase(path.join(config.dataDir, "borde.db"), config.ledgerSync);
+  const accounts = new AccountStore(db);
+  const credentials = devCredentials(config.devAccount, config.devToken);
+  accounts.ensureDev(credentials.accountId, credentials.token, config.devPlan);
+  const ledger = config.natsUrl ? null : new SqliteLedger(db);
+  const writer: UsageWriter | null = !config.metering ? null : config.natsUrl ? await createOutboxWriter(db, { servers: config.natsUrl, pop: config.pop, logger }) : ledger;
+  let usage: UsageReader | null = ledger;
+  let pg: PgLedger | null = null;
+  if (config.postgresUrl) usage = pg = new PgLedger(config.postgresUrl);
+  const meter = new Meter({ writer, pop: config.pop, pricing: { computeNeuronsPerCpuSecond: config.computeNeuronsPerCpuSecond }, logger });
+  const limiter = new Limiter({
+    rateLimits: config.rateLimits,
+    tokensPerMinute: config.tokensPerMinute,
+    maxConcurrent: config.maxConcurrent,
+    freeNeurons: config.freeNeurons,
+    accountNeuronsToday: (id) => meter.accountNeuronsToday(id),
+    tokenNeuronsToday: (id) => meter.tokenNeuronsToday(id),
+  });
   const pulling = new Map<string, Promise<void>>();
   const inference = new InferenceService({
     store,
     scheduler,
     metrics,
     logger,
-    usage: options.usage,
+    meter,
+    limiter,
+    cpu: new CpuClock(),
     autoPull: config.autoPull
       ? (id) => {
           // One download per model however many requests ask for it at once.
@@ -81,10 +113,9 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
         }
       : undefined,
   });
-  const credentials = devCredentials(config.devAccount, config.devToken);
-  const auth = options.auth ?? createDevAuthenticator(credentials);
+  const auth = options.auth ?? { authenticate: async (token: string) => accounts.authenticate(token) };
   let ready = false;
-  const app = createApp({ config, auth, inference, store, scheduler, metrics, logger, isReady: () => ready });
+  const app = createApp({ config, auth, accounts, meter, usage, inference, store, scheduler, metrics, logger, isReady: () => ready });
 
   const listener = getRequestListener(app.fetch, {
     hostname: config.host,
@@ -137,6 +168,9 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
     });
     await scheduler.close();
     if (!options.engine) await engine.dispose();
+    await writer?.close();
+    await pg?.close();
+    db.close();
   };
 
   try {
@@ -158,6 +192,9 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
     threads,
     store,
     scheduler,
+    accounts,
+    meter,
+    usage,
     close: shutdown,
   };
 }

@@ -12,11 +12,18 @@ export const STORIES = path.join(SHARED, "models/stories260K.gguf");
 export const STORIES_REFERENCE =
   "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it was too high.";
 
+/**
+ * Suites that flood a node on purpose (hostile input, benchmarks) must not meet the per-account
+ * limits first; the limits have their own suite with the real defaults.
+ */
+export const RELAXED_LIMITS = { rateLimits: { "text-generation": 1e9, "text-embeddings": 1e9 }, maxConcurrent: 1e6, tokensPerMinute: 0 } as const;
+
 export const ACCOUNT = "acct_test";
 export const TOKEN = "test-token-0123456789";
 
 export interface TestNode extends BordeNode {
   modelsDir: string;
+  dataDir: string;
   logs: string[];
   /** Workers AI base for this node's account. */
   ai: string;
@@ -28,6 +35,7 @@ export interface TestNode extends BordeNode {
 export async function startTestNode(overrides: ConfigInput = {}, options: NodeOptions = {}): Promise<TestNode> {
   const modelsDir = await fs.mkdtemp(path.join(os.tmpdir(), "borde-models-"));
   await fs.copyFile(STORIES, path.join(modelsDir, "stories.gguf"));
+  const dataDir = overrides.dataDir ?? (await fs.mkdtemp(path.join(os.tmpdir(), "borde-data-")));
   const logs: string[] = [];
   const sink = new Writable({
     write(chunk, _enc, cb) {
@@ -35,12 +43,13 @@ export async function startTestNode(overrides: ConfigInput = {}, options: NodeOp
       cb();
     },
   });
-  const config = loadConfig({ port: 0, host: "127.0.0.1", modelsDir, devAccount: ACCOUNT, devToken: TOKEN, threads: 1, parallel: 4, logLevel: "info", ...overrides }, {});
+  const config = loadConfig({ port: 0, host: "127.0.0.1", modelsDir, devAccount: ACCOUNT, devToken: TOKEN, devPlan: "paid", threads: 1, parallel: 4, logLevel: "info", ...RELAXED_LIMITS, ...overrides, dataDir }, {});
   const node = await startNode(config, { logger: createLogger("info", sink), ...options });
   const stop = node.close.bind(node);
   const headers = { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" };
   return Object.assign(node, {
     modelsDir,
+    dataDir,
     logs,
     ai: `${node.url}/client/v4/accounts/${ACCOUNT}/ai`,
     headers,
@@ -49,6 +58,8 @@ export async function startTestNode(overrides: ConfigInput = {}, options: NodeOp
     close: async () => {
       await stop();
       await fs.rm(modelsDir, { recursive: true, force: true });
+      // A data folder the test chose is the test's to keep (restart tests reopen it).
+      if (!overrides.dataDir) await fs.rm(dataDir, { recursive: true, force: true });
     },
   });
 }

@@ -1,17 +1,17 @@
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { randomBytes } from "node:crypto";
 
 /**
- * The auth seam. The API asks an Authenticator who a bearer token belongs to; today the dev node
- * has one account and one token, later the accounts module (scopes, limits, budgets) plugs in here.
+ * Accounts, API tokens, scopes, limits and budgets. The API asks an Authenticator who a bearer
+ * token belongs to (the AccountStore is the one behind a node); the Limiter admits or refuses each
+ * model call on the principal's limits.
  */
-export interface Principal {
-  accountId: string;
-  tokenId: string;
-  scopes: readonly string[];
-}
+export { AccountStore, type AuditEntry, type NewAccount, type NewToken } from "./store.js";
+export { Limiter, type LimiterOptions } from "./limits.js";
+export * from "./types.js";
+import type { Principal } from "./types.js";
 
 export interface Authenticator {
-  /** Returns the token's principal, or null for an unknown token. Must not leak timing. */
+  /** Returns the token's principal, or null for an unknown token; throws 401 for expired or revoked ones. Must not leak timing. */
   authenticate(token: string): Promise<Principal | null>;
 }
 
@@ -28,19 +28,4 @@ export function devCredentials(accountId?: string, token?: string): DevCredentia
     token: token ?? `borde_${randomBytes(24).toString("base64url")}`,
     generated: accountId === undefined || token === undefined,
   };
-}
-
-/** One account, one token: what `borde dev` needs. Compares digests so every comparison takes the same time. */
-export function createDevAuthenticator(creds: DevCredentials): Authenticator {
-  const expected = digest(creds.token);
-  const principal: Principal = Object.freeze({ accountId: creds.accountId, tokenId: "dev", scopes: Object.freeze(["ai:run", "admin"]) });
-  return {
-    async authenticate(token: string) {
-      return timingSafeEqual(digest(token), expected) ? principal : null;
-    },
-  };
-}
-
-function digest(s: string): Buffer {
-  return createHash("sha256").update(s, "utf8").digest();
 }

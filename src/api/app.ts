@@ -1,6 +1,9 @@
 import { Hono, type MiddlewareHandler } from "hono";
 import { randomUUID } from "node:crypto";
+import { hasScope, type Scope } from "../accounts/index.js";
 import { BordeError } from "../errors.js";
+import { registerAdmin } from "./admin/routes.js";
+import { registerUsage } from "./usage.js";
 import type { ApiDeps, Env } from "./context.js";
 import { errorResponse, type Flavor } from "./errors.js";
 import { registerOpenAi } from "./openai/routes.js";
@@ -56,27 +59,38 @@ export function createApp(deps: ApiDeps): Hono<Env> {
   app.get("/readyz", (c) => (deps.isReady() ? c.json({ status: "ready" }) : c.json({ status: "starting" }, 503)));
   app.get("/metrics", async (c) => c.body(await deps.metrics.registry.metrics(), 200, { "content-type": deps.metrics.registry.contentType }));
 
-  // Every API call needs the bearer token; the account in the URL must be the token's account.
-  const authenticate: MiddlewareHandler<Env> = async (c, next) => {
-    const header = c.req.header("authorization") ?? "";
-    const m = /^Bearer\s+(\S{1,512})\s*$/i.exec(header);
-    const principal = m ? await deps.auth.authenticate(m[1]!) : null;
-    if (!principal) throw new BordeError("Unauthorized", header ? "Authentication error: invalid API token" : "Authentication error: missing Authorization: Bearer <token>");
-    const account = c.req.param("account");
-    if (account !== undefined && account !== principal.accountId) throw new BordeError("Forbidden", "Forbidden: this token cannot act on that account");
-    c.set("principal", principal);
-    await next();
-  };
-  app.use("/client/v4/accounts/:account/*", authenticate);
-  app.use("/v1/*", authenticate);
+  // Every API call needs the bearer token and the scope its route asks for; the account in the URL
+  // must be the token's account (whether that account exists is never revealed to another).
+  const authenticate = (scope: Scope | null): MiddlewareHandler<Env> =>
+    async (c, next) => {
+      const header = c.req.header("authorization") ?? "";
+      const m = /^Bearer\s+(\S{1,512})\s*$/i.exec(header);
+      const principal = m ? await deps.auth.authenticate(m[1]!) : null;
+      if (!principal) throw new BordeError("Unauthorized", header ? "Authentication error: invalid API token" : "Authentication error: missing Authorization: Bearer <token>");
+      const account = c.req.param("account");
+      if (account !== undefined && account !== principal.accountId) throw new BordeError("Forbidden", "Forbidden: this token cannot act on that account");
+      if (scope && !hasScope(principal, scope)) throw new BordeError("Forbidden", `Forbidden: this token lacks the ${scope} scope`);
+      const here = deps.config.jurisdiction;
+      if (principal.jurisdictions && (!here || !principal.jurisdictions.includes(here)))
+        throw new BordeError("Forbidden", `Forbidden: this token may only be served in ${principal.jurisdictions.join(", ")}; this node is in ${here ?? "no declared jurisdiction"}`);
+      c.set("principal", principal);
+      await next();
+    };
+  const runScope = authenticate("ai:run");
+  const usageScope = authenticate("usage:read");
+  app.use("/client/v4/accounts/:account/*", (c, next) => (/^\/client\/v4\/accounts\/[^/]+\/ai\/usage\/?$/.test(c.req.path) ? usageScope : runScope)(c, next));
+  app.use("/v1/*", authenticate("ai:run"));
+  app.use("/client/v4/admin/*", authenticate("admin"));
 
   // Cloudflare's token check; Borde adds the token's account so CLIs can build account URLs.
-  app.use("/client/v4/user/*", authenticate);
+  app.use("/client/v4/user/*", authenticate(null));
   app.get("/client/v4/user/tokens/verify", (c) => {
     const p = c.get("principal");
-    return c.json({ result: { id: p.tokenId, status: "active", account_id: p.accountId }, success: true, errors: [], messages: [] });
+    return c.json({ result: { id: p.tokenId, status: "active", account_id: p.accountId, scopes: p.scopes }, success: true, errors: [], messages: [] });
   });
 
+  registerAdmin(app, deps);
+  registerUsage(app, deps);
   registerWorkersAi(app, deps);
   registerOpenAi(app, deps, "/client/v4/accounts/:account/ai/v1");
   registerOpenAi(app, deps, "/v1");

@@ -4,7 +4,7 @@ import { BordeError } from "../errors.js";
  * Reads a request body as JSON with a hard size limit (checked on Content-Length and again while
  * streaming, since a client may lie or send chunked data) and strict UTF-8.
  */
-export async function readJsonBody(req: Request, limit: number): Promise<unknown> {
+export async function readJsonBody(req: Request, limit: number, onSize?: (bytes: number) => void): Promise<unknown> {
   const declared = req.headers.get("content-length");
   if (declared !== null && Number(declared) > limit) throw tooLarge(limit);
   // The body is parsed as JSON whatever Content-Type says: Cloudflare's own examples use `curl -d`,
@@ -19,6 +19,7 @@ export async function readJsonBody(req: Request, limit: number): Promise<unknown
     } catch (cause) {
       throw new BordeError("Aborted", "Request was aborted by the client while sending its body", { cause });
     }
+    onSize?.(buf.byteLength);
     return parseJson(new Uint8Array(buf));
   }
   const chunks: Uint8Array[] = [];
@@ -41,6 +42,7 @@ export async function readJsonBody(req: Request, limit: number): Promise<unknown
     }
     chunks.push(value);
   }
+  onSize?.(size);
   return parseJson(Buffer.concat(chunks));
 }
 

@@ -1,5 +1,7 @@
 import type { Context } from "hono";
-import type { Authenticator, Principal } from "../accounts/index.js";
+import type { AccountStore, Authenticator, Principal } from "../accounts/index.js";
+import type { Meter } from "../metering/meter.js";
+import type { UsageReader } from "../metering/types.js";
 import type { ModelStore } from "../catalog/store.js";
 import type { Config } from "../config/index.js";
 import { BordeError } from "../errors.js";
@@ -11,6 +13,10 @@ import type { Flavor } from "./errors.js";
 export interface ApiDeps {
   config: Config;
   auth: Authenticator;
+  accounts: AccountStore;
+  meter: Meter;
+  /** The ledger reports read (SQLite on one node, PostgreSQL in a cluster); null when this node has none. */
+  usage: UsageReader | null;
   inference: InferenceService;
   store: ModelStore;
   scheduler: Scheduler;
@@ -28,6 +34,8 @@ export type Env = {
     flavor: Flavor;
     /** Model label for metrics, set by routes that know it. */
     model: string;
+    /** Size of the request body, for the usage record. */
+    bytesIn: number;
   };
 };
 
@@ -54,12 +62,15 @@ export function callContext(c: Ctx, config: Config): Call {
   const onClientAbort = () => controller.abort(new BordeError("Aborted", "Request was aborted by the client"));
   if (clientSignal.aborted) onClientAbort();
   else clientSignal.addEventListener("abort", onClientAbort, { once: true });
+  const ctx: CallContext = { requestId: c.get("requestId"), principal: c.get("principal"), signal: controller.signal };
   return {
-    ctx: { requestId: c.get("requestId"), principal: c.get("principal"), signal: controller.signal },
+    ctx,
     controller,
     done: () => {
       clearTimeout(timer);
       clientSignal.removeEventListener("abort", onClientAbort);
+      ctx.release?.();
+      ctx.release = undefined;
     },
   };
 }

@@ -97,7 +97,7 @@ async function printStream(res: Response, json: boolean): Promise<number> {
 }
 
 /** The token's account, asked of the node when not known locally. */
-async function accountOf(c: Client): Promise<string> {
+export async function accountOf(c: Client): Promise<string> {
   if (c.accountId !== "-") return c.accountId;
   const res = await c.fetch("/client/v4/user/tokens/verify");
   // A refused token is the same failure as on the run itself: exit 1, `borde: 401: ...`.

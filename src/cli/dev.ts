@@ -1,6 +1,6 @@
 import { loadConfig, ENV_VARS } from "../config/index.js";
 import { startNode } from "../node.js";
-import { intOption, parse } from "./args.js";
+import { intOption, numberOption, parse } from "./args.js";
 import { saveDevState } from "./client.js";
 
 const HELP = `Usage: borde dev [options]
@@ -17,6 +17,9 @@ Options:
   --threads N            engine threads (default: cores free at start-up, minus one for the event loop)
   --parallel N           concurrent sequences per model (default 16)
   --memory-budget-mb N   memory for resident models; LRU eviction past it
+  --data-dir DIR         accounts, tokens, audit log and usage ledger (default ~/.borde/data)
+  --free-neurons N       daily free allocation of free-plan accounts (default 10000)
+  --config FILE          settings file (TOML, or JSON); flags and environment override it
   -h, --help
 
 Environment:
@@ -36,6 +39,9 @@ export async function devCommand(argv: string[]): Promise<number> {
       threads: { type: "string" },
       parallel: { type: "string" },
       "memory-budget-mb": { type: "string" },
+      "data-dir": { type: "string" },
+      "free-neurons": { type: "string" },
+      config: { type: "string" },
     },
     false,
   );
@@ -52,6 +58,9 @@ export async function devCommand(argv: string[]): Promise<number> {
     threads: intOption(values.threads, "threads"),
     parallel: intOption(values.parallel, "parallel", 1),
     memoryBudgetMb: intOption(values["memory-budget-mb"], "memory-budget-mb", 16),
+    dataDir: values["data-dir"],
+    freeNeurons: numberOption(values["free-neurons"], "free-neurons"),
+    configFile: values.config,
   });
   const node = await startNode(config);
   const c = node.credentials;

@@ -1,7 +1,9 @@
 import { ConfigError } from "../config/index.js";
 import { UsageError } from "./args.js";
+import { accountsCommand, tokensCommand, usageCommand } from "./admin.js";
 import { aiCommand } from "./ai.js";
 import { devCommand } from "./dev.js";
+import { ledgerCommand } from "./ledger.js";
 import { modelsCommand } from "./models.js";
 
 const HELP = `borde — self-hostable edge AI inference (Workers AI and OpenAI compatible)
@@ -9,9 +11,13 @@ const HELP = `borde — self-hostable edge AI inference (Workers AI and OpenAI c
 Usage: borde <command> [options]
 
 Commands:
-  dev                 start a single node with embedded defaults
-  ai run <model>      run a model on a node (text generation or embeddings)
-  models list|pull|rm manage the local model store
+  dev                        start a single node with embedded defaults
+  ai run <model>             run a model on a node (text generation or embeddings)
+  models list|pull|rm        manage the local model store
+  accounts create|list       manage accounts (admin token)
+  tokens create|list|revoke  manage API tokens (admin token)
+  usage                      usage and cost by day, model and account
+  ledger                     core process: write usage from JetStream into the PostgreSQL ledger
 
 Run \`borde <command> --help\` for a command's options.`;
 
@@ -32,6 +38,14 @@ export async function main(argv: string[]): Promise<number> {
         return await aiCommand(rest);
       case "models":
         return await modelsCommand(rest);
+      case "ledger":
+        return await ledgerCommand(rest);
+      case "accounts":
+        return await accountsCommand(rest);
+      case "tokens":
+        return await tokensCommand(rest);
+      case "usage":
+        return await usageCommand(rest);
       case "--version":
       case "-v":
         console.log("borde 0.1.0");

@@ -6,6 +6,7 @@ import { readJsonBody } from "../body.js";
 import { callContext, type ApiDeps, type Ctx, type Env } from "../context.js";
 import { SSE_DONE, sseData } from "../sse.js";
 import { respondWithStream, streamHooks } from "../stream.js";
+import { meteredJson, meteredStream } from "../metered.js";
 import {
   chatChunk,
   chatCompletion,
@@ -28,7 +29,7 @@ export function registerOpenAi(app: Hono<Env>, deps: ApiDeps, base: string): voi
   const completionIn = completionInput(deps.config.maxTokensLimit);
 
   async function body(c: Ctx): Promise<Record<string, unknown>> {
-    const raw = await readJsonBody(c.req.raw, deps.config.maxBodyBytes);
+    const raw = await readJsonBody(c.req.raw, deps.config.maxBodyBytes, (n) => c.set("bytesIn", n));
     if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new BordeError("InvalidInput", "Invalid input: the body must be a JSON object");
     const b = raw as Record<string, unknown>;
     if (typeof b.model === "string") {
@@ -53,7 +54,7 @@ export function registerOpenAi(app: Hono<Env>, deps: ApiDeps, base: string): voi
     const call = callContext(c, deps.config);
     if (!stream) {
       try {
-        return c.json(plain(await deps.inference.generate(call.ctx, model, request)));
+        return meteredJson(c, deps, call, plain(await deps.inference.generate(call.ctx, model, request)));
       } finally {
         call.done();
       }
@@ -61,10 +62,10 @@ export function registerOpenAi(app: Hono<Env>, deps: ApiDeps, base: string): voi
     return respondWithStream(
       c,
       c.get("requestId"),
-      async (emit) => {
-        const r = await deps.inference.generate(call.ctx, model, request, (text) => events.text(text).forEach(emit));
-        events.end(r).forEach(emit);
-        emit(SSE_DONE);
+      async (raw) => {
+        const out = meteredStream(c, deps, call, raw);
+        const r = await deps.inference.generate(call.ctx, model, request, (text) => events.text(text).forEach(out.emit));
+        out.finish([...events.end(r), SSE_DONE]);
       },
       streamHooks(c, call, "openai"),
     );
@@ -120,7 +121,7 @@ export function registerOpenAi(app: Hono<Env>, deps: ApiDeps, base: string): voi
     const call = callContext(c, deps.config);
     try {
       const r = await deps.inference.embed(call.ctx, input.model, texts);
-      return c.json(embeddingsList(input.model, r.vectors, r.promptTokens, input.encoding_format ?? "float"));
+      return meteredJson(c, deps, call, embeddingsList(input.model, r.vectors, r.promptTokens, input.encoding_format ?? "float"));
     } finally {
       call.done();
     }

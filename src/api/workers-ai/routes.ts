@@ -6,6 +6,7 @@ import { readJsonBody } from "../body.js";
 import { callContext, type ApiDeps, type Env } from "../context.js";
 import { SSE_DONE, sseData } from "../sse.js";
 import { respondWithStream, streamHooks } from "../stream.js";
+import { meteredJson, meteredStream } from "../metered.js";
 import { EmbeddingsInput, embeddingsResult, finalStreamEvent, textGenerationInput, textGenerationResult, toGenerationRequest } from "./convert.js";
 import { parseModelId } from "../../catalog/ids.js";
 
@@ -32,7 +33,7 @@ export function registerWorkersAi(app: Hono<Env>, deps: ApiDeps): void {
     const modelId = c.req.param("model");
     parseModelId(modelId);
     c.set("model", modelId);
-    const body = await readJsonBody(c.req.raw, deps.config.maxBodyBytes);
+    const body = await readJsonBody(c.req.raw, deps.config.maxBodyBytes, (n) => c.set("bytesIn", n));
     if (typeof body !== "object" || body === null || Array.isArray(body)) throw new BordeError("InvalidInput", "Invalid input: the body must be a JSON object");
 
     // One deadline for the whole call, an auto-pull wait included. `done` runs on every way out:
@@ -47,22 +48,22 @@ export function registerWorkersAi(app: Hono<Env>, deps: ApiDeps): void {
       if (!asksForText && (info.task === "text-embeddings" || "text" in body)) {
         const input = EmbeddingsInput.parse(body);
         const r = await deps.inference.embed(call.ctx, info, typeof input.text === "string" ? [input.text] : input.text);
-        return c.json({ result: embeddingsResult(r), success: true, errors: [], messages: [] });
+        return meteredJson(c, deps, call, { result: embeddingsResult(r), success: true, errors: [], messages: [] });
       }
       const input = textInput.parse(body);
       const request = toGenerationRequest(input);
       if (!input.stream) {
         const r = await deps.inference.generate(call.ctx, info, request);
-        return c.json({ result: textGenerationResult(r), success: true, errors: [], messages: [] });
+        return meteredJson(c, deps, call, { result: textGenerationResult(r), success: true, errors: [], messages: [] });
       }
       streaming = true;
       return await respondWithStream(
         c,
         c.get("requestId"),
-        async (emit) => {
-          const r: GenerationResult = await deps.inference.generate(call.ctx, info, request, (text) => emit(sseData({ response: text })));
-          emit(sseData(finalStreamEvent(r)));
-          emit(SSE_DONE);
+        async (raw) => {
+          const out = meteredStream(c, deps, call, raw);
+          const r: GenerationResult = await deps.inference.generate(call.ctx, info, request, (text) => out.emit(sseData({ response: text })));
+          out.finish([sseData(finalStreamEvent(r)), SSE_DONE]);
         },
         streamHooks(c, call, "workers-ai"),
       );

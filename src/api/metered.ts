@@ -1,0 +1,39 @@
+import type { ServerResponse } from "node:http";
+import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
+import type { ApiDeps, Call, Ctx } from "./context.js";
+import type { Emit } from "./stream.js";
+
+/**
+ * Answers a model call's JSON body. The usage record is written first and the bytes go out in the
+ * same synchronous step (straight to the socket under Node), so a process killed at any moment has
+ * either answered and recorded, or neither — the window between the two is a few microseconds.
+ */
+export function meteredJson(c: Ctx, deps: ApiDeps, call: Call, payload: unknown): Response {
+  const body = JSON.stringify(payload);
+  const bytes = Buffer.byteLength(body);
+  deps.meter.commit(call.ctx, { bytesIn: c.get("bytesIn") ?? 0, bytesOut: bytes });
+  const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
+  if (!outgoing) return c.body(body, 200, { "content-type": "application/json" });
+  outgoing.writeHead(200, { "content-type": "application/json", "content-length": bytes, "x-request-id": c.get("requestId") });
+  outgoing.end(body);
+  return RESPONSE_ALREADY_SENT;
+}
+
+/**
+ * Counts the bytes a stream emits, and commits the usage record right before the stream's last
+ * events: a stream cut before its end is not billed, one that ended is recorded before it ends.
+ */
+export function meteredStream(c: Ctx, deps: ApiDeps, call: Call, emit: Emit): { emit: Emit; finish: (events: string[]) => void } {
+  let bytes = 0;
+  return {
+    emit: (chunk) => {
+      bytes += Buffer.byteLength(chunk);
+      emit(chunk);
+    },
+    finish: (events) => {
+      for (const e of events) bytes += Buffer.byteLength(e);
+      deps.meter.commit(call.ctx, { bytesIn: c.get("bytesIn") ?? 0, bytesOut: bytes });
+      for (const e of events) emit(e);
+    },
+  };
+}
