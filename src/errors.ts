@@ -24,6 +24,11 @@ export const ERRORS = {
   BudgetExceeded: { code: 7105, status: 429, message: "Daily neuron budget used up" },
   DuplicateRequestId: { code: 7106, status: 409, message: "This request id was already used and billed" },
   NoSuchResource: { code: 7107, status: 404, message: "No such account or token" },
+  NoSuchWorker: { code: 10007, status: 404, message: "No such worker" },
+  WorkerInvalid: { code: 10021, status: 400, message: "The worker failed validation: it could not start" },
+  WorkerNameTaken: { code: 7120, status: 409, message: "This worker name is taken by another account" },
+  NoSuchSecret: { code: 7121, status: 404, message: "No such secret" },
+  NoPreviousVersion: { code: 7122, status: 409, message: "No previous version to roll back to" },
   Internal: { code: 3043, status: 500, message: "Internal server error" },
 } as const satisfies Record<string, { code: number; status: number; message: string }>;
 

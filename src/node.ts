@@ -10,6 +10,9 @@ import { PgLedger } from "./metering/postgres.js";
 import { SqliteLedger } from "./metering/sqlite.js";
 import type { UsageReader, UsageWriter } from "./metering/types.js";
 import { openDatabase } from "./util/sqlite.js";
+import { createAiBridge } from "./workers/ai-binding.js";
+import { createWorkers } from "./workers/deploy/index.js";
+import { createWorkerRuntime } from "./workers/runtime/index.js";
 import { createApp } from "./api/app.js";
 import { ModelStore } from "./catalog/store.js";
 import type { Config } from "./config/index.js";
@@ -114,8 +117,11 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
       : undefined,
   });
   const auth = options.auth ?? { authenticate: async (token: string) => accounts.authenticate(token) };
+  // Workers: one workerd process per account, env.AI through the same inference service and meter.
+  const runtime = createWorkerRuntime({ ai: createAiBridge({ inference, accounts, meter, maxTokensLimit: config.maxTokensLimit }), logger });
+  const workers = createWorkers({ db, dataDir: config.dataDir, runtime, logger, accounts });
   let ready = false;
-  const app = createApp({ config, auth, accounts, meter, usage, inference, store, scheduler, metrics, logger, isReady: () => ready });
+  const app = createApp({ config, auth, accounts, meter, usage, workers, inference, store, scheduler, metrics, logger, isReady: () => ready });
 
   const listener = getRequestListener(app.fetch, {
     hostname: config.host,
@@ -166,6 +172,7 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
       // Streams in flight would keep close() waiting forever; their generations are aborted by the socket close.
       server.closeAllConnections();
     });
+    await workers.close();
     await scheduler.close();
     if (!options.engine) await engine.dispose();
     await writer?.close();
@@ -174,6 +181,8 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
   };
 
   try {
+    // Deployed workers come back with the node (a failing one is logged and answers 500).
+    await workers.start();
     for (const id of config.preload) {
       const info = await store.resolve(id);
       await scheduler.preload(info);

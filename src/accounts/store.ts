@@ -231,6 +231,14 @@ export class AccountStore {
   private record(actor: Actor, action: string, target: string, details: unknown): void {
     this.q.audit.run(Date.now(), actor.accountId, actor.tokenId, action, target, actor.ip, actor.userAgent, actor.requestId, details === null ? null : JSON.stringify(details));
   }
+
+  /**
+   * An audit entry for a change made by another store of the same database (workers: deploy,
+   * rollback, secrets); call it inside that change's transaction so both are written or neither.
+   */
+  recordAudit(actor: Actor, action: string, target: string, details: unknown): void {
+    this.record(actor, action, target, details);
+  }
 }
 
 function toAccount(r: AccountRow): Account {

@@ -8,6 +8,7 @@ import type { ApiDeps, Env } from "./context.js";
 import { errorResponse, type Flavor } from "./errors.js";
 import { registerOpenAi } from "./openai/routes.js";
 import { registerWorkersAi } from "./workers-ai/routes.js";
+import { registerWorkerRouting, registerWorkers } from "./workers/routes.js";
 
 export type { ApiDeps } from "./context.js";
 
@@ -55,6 +56,9 @@ export function createApp(deps: ApiDeps): Hono<Env> {
   app.onError((e, c) => errorResponse(c, e, c.get("flavor") ?? "workers-ai", c.get("log") ?? deps.logger));
   app.notFound((c) => errorResponse(c, new BordeError("NotFound", `No route for ${c.req.method} ${c.req.path.slice(0, 200)}`), c.get("flavor") ?? "workers-ai", c.get("log") ?? deps.logger));
 
+  // Public worker traffic ({name}.workers.localhost, /workers/{name}/…) before any other route or auth.
+  registerWorkerRouting(app, deps);
+
   app.get("/healthz", (c) => c.json({ status: "ok" }));
   app.get("/readyz", (c) => (deps.isReady() ? c.json({ status: "ready" }) : c.json({ status: "starting" }, 503)));
   app.get("/metrics", async (c) => c.body(await deps.metrics.registry.metrics(), 200, { "content-type": deps.metrics.registry.contentType }));
@@ -78,7 +82,10 @@ export function createApp(deps: ApiDeps): Hono<Env> {
     };
   const runScope = authenticate("ai:run");
   const usageScope = authenticate("usage:read");
-  app.use("/client/v4/accounts/:account/*", (c, next) => (/^\/client\/v4\/accounts\/[^/]+\/ai\/usage\/?$/.test(c.req.path) ? usageScope : runScope)(c, next));
+  const deployScope = authenticate("workers:deploy");
+  app.use("/client/v4/accounts/:account/*", (c, next) =>
+    (/^\/client\/v4\/accounts\/[^/]+\/ai\/usage\/?$/.test(c.req.path) ? usageScope : /^\/client\/v4\/accounts\/[^/]+\/workers(?:\/|$)/.test(c.req.path) ? deployScope : runScope)(c, next),
+  );
   app.use("/v1/*", authenticate("ai:run"));
   app.use("/client/v4/admin/*", authenticate("admin"));
 
@@ -94,5 +101,6 @@ export function createApp(deps: ApiDeps): Hono<Env> {
   registerWorkersAi(app, deps);
   registerOpenAi(app, deps, "/client/v4/accounts/:account/ai/v1");
   registerOpenAi(app, deps, "/v1");
+  registerWorkers(app, deps);
   return app;
 }

@@ -8,6 +8,7 @@ import { BordeError } from "../errors.js";
 import type { CallContext, InferenceService } from "../inference/index.js";
 import type { Logger, Metrics } from "../observability/index.js";
 import type { Scheduler } from "../scheduler/index.js";
+import type { Workers } from "../workers/deploy/index.js";
 import type { Flavor } from "./errors.js";
 
 export interface ApiDeps {
@@ -22,6 +23,8 @@ export interface ApiDeps {
   scheduler: Scheduler;
   metrics: Metrics;
   logger: Logger;
+  /** Deployed workers (deployments API and public worker routing); null when this node runs none. */
+  workers: Workers | null;
   /** True once the node finished starting (preloads done). */
   isReady: () => boolean;
 }

@@ -2,9 +2,11 @@ import { ConfigError } from "../config/index.js";
 import { UsageError } from "./args.js";
 import { accountsCommand, tokensCommand, usageCommand } from "./admin.js";
 import { aiCommand } from "./ai.js";
+import { deployCommand, rollbackCommand, secretCommand, tailCommand } from "./deploy.js";
 import { devCommand } from "./dev.js";
 import { ledgerCommand } from "./ledger.js";
 import { modelsCommand } from "./models.js";
+import { workersCommand } from "./workers.js";
 
 const HELP = `borde — self-hostable edge AI inference (Workers AI and OpenAI compatible)
 
@@ -17,6 +19,12 @@ Commands:
   accounts create|list       manage accounts (admin token)
   tokens create|list|revoke  manage API tokens (admin token)
   usage                      usage and cost by day, model and account
+  deploy [dir]               bundle a wrangler project and deploy it as a new worker version
+  secret put|list|delete     a worker's secrets (encrypted at rest, live without redeploy)
+  rollback                   make a worker's previous version active again
+  tail                       stream a worker's console output and errors live
+  workers list|versions|delete
+                             the account's workers and their versions; delete one
   ledger                     core process: write usage from JetStream into the PostgreSQL ledger
 
 Run \`borde <command> --help\` for a command's options.`;
@@ -46,6 +54,16 @@ export async function main(argv: string[]): Promise<number> {
         return await tokensCommand(rest);
       case "usage":
         return await usageCommand(rest);
+      case "deploy":
+        return await deployCommand(rest);
+      case "secret":
+        return await secretCommand(rest);
+      case "rollback":
+        return await rollbackCommand(rest);
+      case "tail":
+        return await tailCommand(rest);
+      case "workers":
+        return await workersCommand(rest);
       case "--version":
       case "-v":
         console.log("borde 0.1.0");
