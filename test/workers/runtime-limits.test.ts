@@ -93,7 +93,7 @@ describe("workers runtime: limits", () => {
     await rt.remove("acct_evil", "slow");
   });
 
-  test("a memory bomb is answered 503/1102 (memory limit above the process's idle baseline)", async (t) => {
+  test("a memory bomb is answered 503/1102: in the JavaScript heap (V8's limit) or outside it (RSS above the idle baseline)", async (t) => {
     // A high CPU limit, so that it is the memory limit that stops it.
     const bomb = fixtureVersion("acct_bomb", "bomb", ["hostile.js"], { limits: { cpuMs: 10_000, memoryMb: 128 } });
     await rt.activate(bomb);
@@ -103,9 +103,39 @@ describe("workers runtime: limits", () => {
     rt.subscribe("acct_bomb", "bomb", (e) => bombEvents.push(e));
     const r = await call(rt, "acct_bomb", "bomb", "/bomb", "req-bomb");
     assertLimit(r);
-    assert.match(bombEvents.find((e) => e.requestId === "req-bomb")?.message ?? "", /memory limit exceeded: \d+ MB > 128 MB/);
-    t.diagnostic(`memory bomb answered after ${r.ms.toFixed(0)} ms; idle baseline RSS of a workerd process ${(info.baselineRss / 2 ** 20).toFixed(0)} MB`);
+    assert.match(bombEvents.find((e) => e.requestId === "req-bomb")?.message ?? "", /memory limit exceeded: a JavaScript heap reached 128 MB/);
+    t.diagnostic(`memory bomb (JS heap) answered after ${r.ms.toFixed(0)} ms; idle baseline RSS of a workerd process ${(info.baselineRss / 2 ** 20).toFixed(0)} MB`);
     assert.equal((await call(rt, "acct_bomb", "bomb", "/ok")).status, 200);
+    // Outside the heap (ArrayBuffers): the process's RSS over its baseline.
+    const b = await call(rt, "acct_bomb", "bomb", "/buffers", "req-buffers");
+    assertLimit(b);
+    assert.match(bombEvents.find((e) => e.requestId === "req-buffers")?.message ?? "", /memory limit exceeded: \d+ MB of process memory > 256 MB allowed/);
+    t.diagnostic(`memory bomb (ArrayBuffers) answered after ${b.ms.toFixed(0)} ms`);
+    assert.equal((await call(rt, "acct_bomb", "bomb", "/ok")).status, 200);
+  });
+
+  test("a worker's own memory limit sets its isolate's heap limit", async () => {
+    const limits = { cpuMs: 10_000, memoryMb: 256 };
+    await rt.activate(fixtureVersion("acct_big", "big", ["hostile.js"], { limits }));
+    await rt.activate(fixtureVersion("acct_small", "small", ["hostile.js"], { limits: { cpuMs: 10_000 } }));
+    const big = await call(rt, "acct_big", "big", "/alloc?mb=180");
+    assert.equal(big.status, 200, big.body);
+    assert.deepEqual(JSON.parse(big.body), { held: 180 });
+    assertLimit(await call(rt, "acct_small", "small", "/alloc?mb=180"));
+  });
+
+  test("a workerd process that dies under a request (a crash) is answered 503/1102 and replaced", async () => {
+    await rt.activate(fixtureVersion("acct_crash", "hang", ["hostile.js"], { limits: { wallMs: 10_000 } }));
+    const pending = call(rt, "acct_crash", "hang", "/hang", "req-crash");
+    await new Promise((r) => setTimeout(r, 100));
+    const pid = rt.processOf("acct_crash")!.pid;
+    process.kill(pid, "SIGKILL");
+    const r = await pending;
+    assertLimit(r);
+    assert.ok(r.ms < 2000);
+    assert.ok(log.lines.some((l) => l.includes("exited unexpectedly")));
+    assert.equal((await call(rt, "acct_crash", "hang", "/ok")).status, 200);
+    assert.notEqual(rt.processOf("acct_crash")?.pid, pid);
   });
 
   test("an unbounded promise chain is answered 503/1102", async () => {
@@ -211,18 +241,17 @@ describe("workers runtime: limits", () => {
     assert.equal(plain.process, "undefined");
     assert.equal(plain.require, "undefined");
     assert.equal(plain.fs.ok, false);
-    await rt.activate(fixtureVersion("acct_evil", "node", ["hostile.js"], { compatibilityFlags: ["nodejs_compat"], vars: { OWN_VAR: "mine" } }));
+    await rt.activate(fixtureVersion("acct_evil", "node", ["hostile.js"], { compatibilityDate: "2026-07-01", compatibilityFlags: ["nodejs_compat"], vars: { OWN_VAR: "mine" } }));
     const r = await call(rt, "acct_evil", "node", "/node");
     assert.equal(r.status, 200, r.body);
     const out = JSON.parse(r.body) as Record<string, { ok: boolean; value?: unknown; error?: string }>;
     assert.ok(!r.body.includes("canary-value-7d1f"), "Node's environment leaked");
-    if (out.processEnv!.ok) {
-      const env = JSON.parse(out.processEnv!.value as string) as Record<string, string>;
-      for (const k of ["PATH", "HOME", "BORDE_KEY", "BORDE_TEST_CANARY"]) assert.equal(env[k], undefined, `${k} visible`);
-    }
+    // process.env holds the worker's own vars (workerd fills it from its text bindings), nothing else.
+    assert.deepEqual(JSON.parse(out.processEnv!.value as string), { OWN_VAR: "mine" });
+    // node:fs is workerd's virtual filesystem (/bundle, /tmp, /dev), not the host's.
     assert.equal(out.readPasswd!.ok, false, `read /etc/passwd: ${JSON.stringify(out.readPasswd)}`);
+    assert.ok(!(out.readCwd!.value as string[]).includes("etc"), `the host's root is visible: ${JSON.stringify(out.readCwd)}`);
     assert.equal(out.childProcess!.ok, false);
-    if (out.readCwd!.ok) assert.ok(!(out.readCwd!.value as string[]).includes("etc"), "the host's root is visible");
   });
 
   test("a worker cannot reach another account's workers or the platform's internals", async () => {
@@ -322,7 +351,7 @@ describe("workers runtime: a neighbour's latency while another account attacks",
     const attacked: number[] = [];
     let answered = 0;
     let limited = 0;
-    for (let i = 0; i < 6; i++) {
+    for (let i = 0; i < 8; i++) {
       baseline.push(...(await windows(1, 150)));
       const stop = attack(path, 3);
       await new Promise((r) => setTimeout(r, 30)); // the attack is under way before measuring
@@ -340,10 +369,10 @@ describe("workers runtime: a neighbour's latency while another account attacks",
   ] as const) {
     test(`B's p99 stays within 2x of its baseline while A's ${label} worker is hammered`, async (t) => {
       await windows(2, 100); // warm-up
-      // A noisy neighbour of the test itself (another suite on this machine) can spoil one
-      // measurement: a second one is taken before concluding.
+      // A noisy neighbour of the test itself (other suites on this shared 2-core machine) can
+      // spoil a measurement: up to three are taken before concluding.
       let verdict = "";
-      for (let attempt = 1; attempt <= 2; attempt++) {
+      for (let attempt = 1; attempt <= 3; attempt++) {
         const m = await measure(path);
         const base = median(m.baseline);
         const during = median(m.attacked);

@@ -4,6 +4,8 @@
  * versions, isolation between accounts, cold start and the warm pool.
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { createWorkerRuntime, WorkerNotActiveError, WorkerStartupError, type WorkerdRuntime } from "../../src/workers/runtime/index.js";
 import type { AiBridge, LogEvent, WorkerRuntime } from "../../src/workers/types.js";
@@ -100,6 +102,32 @@ describe("workers runtime: Workers semantics", () => {
     assert.equal(events.length, before);
   });
 
+  test("request bodies reach the worker, small or streamed; a worker may ignore them", async () => {
+    const worker = `export default { async fetch(req) {
+      if (new URL(req.url).pathname === "/ignore") return new Response("ignored");
+      let n = 0;
+      for await (const chunk of req.body) n += chunk.byteLength;
+      return Response.json({ n, method: req.method, type: req.headers.get("content-type") });
+    } };`;
+    await rt.activate(sourceVersion("acct_a", "body", [{ name: "index.js", type: "esm", content: worker }]));
+    const small = await text(rt, "acct_a", "body", "http://body/", { method: "PUT", body: JSON.stringify({ a: 1 }), headers: { "content-type": "application/json" } });
+    assert.deepEqual(JSON.parse(small.body), { n: 7, method: "PUT", type: "application/json" });
+    const big = new Uint8Array(3 * 1024 * 1024 + 5).fill(7);
+    const streamed = new ReadableStream<Uint8Array>({
+      start(c) {
+        for (let i = 0; i < big.length; i += 65536) c.enqueue(big.subarray(i, i + 65536));
+        c.close();
+      },
+    });
+    const large = await text(rt, "acct_a", "body", "http://body/", { method: "POST", body: streamed, duplex: "half" } as RequestInit);
+    assert.equal(JSON.parse(large.body).n, big.length);
+    for (let i = 0; i < 30; i++) {
+      const r = await text(rt, "acct_a", "body", "http://body/ignore", { method: "POST", body: i % 10 === 9 ? new Uint8Array(4 * 1024 * 1024) : "x".repeat(i * 100) });
+      assert.equal(r.status, 200, r.body);
+      assert.equal(r.body, "ignored");
+    }
+  });
+
   test("Wasm and text modules import as on Workers", async () => {
     await rt.activate(fixtureVersion("acct_a", "wasm", ["wasm.js", "add.wasm", "greeting.txt"]));
     const r = await text(rt, "acct_a", "wasm", "http://wasm.workers.localhost/?a=40&b=2");
@@ -119,6 +147,11 @@ describe("workers runtime: Workers semantics", () => {
     await rt.activate(sourceVersion("acct_a", "brain", [{ name: "index.js", type: "esm", content: worker }], { aiBinding: "BRAIN" }));
     const b = await text(rt, "acct_a", "brain", "http://brain.workers.localhost/");
     assert.deepEqual(JSON.parse(b.body), { ai: "undefined", brain: { response: "echo @m" } });
+    // Bytes (an image for a classifier) arrive as the REST API's array of numbers.
+    const image = `export default { async fetch(req, env) { return Response.json(await env.AI.run("@img", { image: new Uint8Array([1, 2, 255]) })); } };`;
+    await rt.activate(sourceVersion("acct_a", "image", [{ name: "index.js", type: "esm", content: image }], { aiBinding: "AI" }));
+    await text(rt, "acct_a", "image", "http://image/");
+    assert.deepEqual(bridge.calls.at(-1)?.inputs, { image: [1, 2, 255] });
   });
 
   test("a new version replaces the old one on the same process; a version that cannot start is refused and the old one keeps serving", async () => {
@@ -167,6 +200,58 @@ describe("workers runtime: Workers semantics", () => {
     }
     t.diagnostic(`hello worker through runtime.fetch: p50 ${median(times).toFixed(2)} ms, p99 ${percentile(times, 0.99).toFixed(2)} ms (400 sequential requests)`);
     assert.ok(median(times) < 20);
+  });
+});
+
+describe("workers runtime: idle processes", () => {
+  test("an account's idle process is stopped; its next request takes a pooled one", async () => {
+    const rt = createWorkerRuntime({ ai: recordingBridge(), logger: memoryLogger().logger, idleTimeoutMs: 200 });
+    try {
+      await rt.activate(fixtureVersion("acct_idle", "hello", ["hello.js"]));
+      assert.equal((await text(rt, "acct_idle", "hello", "http://x/")).status, 200);
+      const pid = rt.processOf("acct_idle")?.pid;
+      assert.ok(pid);
+      const end = Date.now() + 3000;
+      while (rt.processOf("acct_idle") !== null && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(rt.processOf("acct_idle"), null, "the idle process was released");
+      assert.equal((await text(rt, "acct_idle", "hello", "http://x/")).body, "Hello from a worker at /");
+      assert.notEqual(rt.processOf("acct_idle")?.pid, pid);
+    } finally {
+      await rt.close();
+    }
+  });
+});
+
+describe("workers runtime: no orphans", () => {
+  test("workerd processes die with a Node process that is killed outright", async () => {
+    const child = spawn(process.execPath, ["--import", "tsx", path.join(import.meta.dirname, "../fixtures/workers/orphan-child.ts")], { stdio: ["ignore", "pipe", "inherit"] });
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        let out = "";
+        child.stdout.on("data", (d: Buffer) => {
+          out += String(d);
+          if (out.includes("\n")) resolve(out);
+        });
+        child.once("exit", (code) => reject(new Error(`child exited (${code}) before reporting`)));
+      });
+      const { pid } = JSON.parse(line) as { pid: number };
+      assert.ok(pid > 0);
+      process.kill(pid, 0); // alive
+      child.kill("SIGKILL");
+      const end = Date.now() + 5000;
+      let alive = true;
+      while (alive && Date.now() < end) {
+        await new Promise((r) => setTimeout(r, 20));
+        try {
+          process.kill(pid, 0);
+        } catch {
+          alive = false;
+        }
+      }
+      assert.equal(alive, false, `workerd ${pid} outlived its Node process`);
+    } finally {
+      child.kill("SIGKILL");
+    }
   });
 });
 

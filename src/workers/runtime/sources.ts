@@ -4,7 +4,7 @@
  *
  * Layout of one account's workerd process:
  *   socket "entry" (a unix socket, HTTP proxy style, so the request line carries the full URL the
- *   worker must see) → the HOST worker → `env.LOADER.get("name@version#hash", …)` → the user's
+ *   worker must see) → the HOST worker → `env.LOADER.get("name@version-hash", …)` → the user's
  *   worker in its own isolate, started from code the host fetches from Node.
  * The user's isolate gets exactly: its vars and secrets as strings, `__BORDE_GATE` (an RPC stub to
  * the host's Gate entrypoint, props = its worker name) and, as `globalOutbound`, the host's Outbound
@@ -21,6 +21,7 @@ export const H = {
   tail: "x-borde-tail",
   url: "x-borde-url",
   module: "x-borde-module",
+  drain: "x-borde-drain",
 } as const;
 
 /**
@@ -77,7 +78,10 @@ export class Gate extends WorkerEntrypoint {
       this.env,
       "/ai",
       { [H.worker]: this.ctx.props.worker, [H.flight]: String(flight), "content-type": "application/json" },
-      JSON.stringify({ model, inputs: inputs ?? {}, options: options ?? {} }),
+      // Bytes (an image, audio) go as arrays of numbers, the REST API's form.
+      JSON.stringify({ model, inputs: inputs ?? {}, options: options ?? {} }, (k, v) =>
+        ArrayBuffer.isView(v) ? Array.from(new Uint8Array(v.buffer, v.byteOffset, v.byteLength)) : v instanceof ArrayBuffer ? Array.from(new Uint8Array(v)) : v,
+      ),
     );
     const type = res.headers.get("content-type") ?? "";
     if (res.ok && type.startsWith("text/event-stream")) return res.body;
@@ -122,8 +126,43 @@ export default {
     headers.delete(H.key);
     headers.delete(H.worker);
     headers.delete(H.version);
+    headers.delete(H.drain);
+    const init = { headers };
+    // A streamed body is read to its end before the response completes, whether the worker read
+    // it or not: workerd closes a connection whose request body is left unread, while Node may
+    // still be writing it, and the response would be lost with it.
+    let drain = null;
+    if (request.body && request.headers.get(H.drain) === "1") {
+      // BYOB reads of up to 64 KiB: workerd would otherwise hand the body over in 4 KiB pieces,
+      // each a trip through this JavaScript (the request's CPU time).
+      const reader = request.body.getReader({ mode: "byob" });
+      let done = false;
+      const read = async (size) => {
+        const r = await reader.read(new Uint8Array(size));
+        if (r.done) done = true;
+        return r.done ? null : r.value;
+      };
+      init.body = new ReadableStream({
+        async pull(controller) {
+          const chunk = await read(65536);
+          if (chunk === null) controller.close();
+          else controller.enqueue(chunk);
+        },
+      });
+      drain = async () => {
+        while (!done) await read(1 << 20);
+      };
+    }
     try {
-      return await stub.getEntrypoint().fetch(new Request(request, { headers }));
+      const response = await stub.getEntrypoint().fetch(new Request(request, init));
+      if (!drain || response.status === 101) return response;
+      if (response.body === null) {
+        await drain();
+        return response;
+      }
+      const { readable, writable } = new TransformStream({ flush: () => drain().catch(() => {}) });
+      response.body.pipeTo(writable).catch(() => {});
+      return new Response(readable, response);
     } catch (e) {
       if (op === "load") return new Response(String((e && e.stack) || e), { status: 500 });
       return envelope(500, 1101, "Worker threw exception");
@@ -262,10 +301,13 @@ export default {
 }
 
 /**
- * The workerd config (capnp text), shared by every process: the entry socket's address and the key
- * come per process from the command line and the environment.
+ * The workerd config (capnp text), shared by every process with the same heap limit: the entry
+ * socket's address and the key come per process from the command line and the environment.
+ * `heapMb` is V8's old-space limit, which V8 applies to each isolate: a worker whose JavaScript
+ * heap outgrows it aborts the process (workerd has no gentler way), which the runtime answers as
+ * a memory limit.
  */
-export function workerdConfig(gatewaySocket: string): string {
+export function workerdConfig(gatewaySocket: string, heapMb: number): string {
   return `using Workerd = import "/workerd/workerd.capnp";
 
 const config :Workerd.Config = (
@@ -275,6 +317,7 @@ const config :Workerd.Config = (
     (name = "internet", network = (allow = ["public"], tlsOptions = (trustBrowserCas = true))),
   ],
   sockets = [ (name = "entry", http = (style = proxy), service = "host") ],
+  v8Flags = ["--max-old-space-size=${Math.max(16, Math.round(heapMb))}"],
 );
 
 const host :Workerd.Worker = (
