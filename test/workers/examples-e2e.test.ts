@@ -1,6 +1,7 @@
 // Cloudflare's documented Workers AI examples, deployed to a real node and run against the real
 // engine through the node's own env.AI binding: inference service, limits and meter included.
 import assert from "node:assert/strict";
+import fs from "node:fs/promises";
 import http from "node:http";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -64,6 +65,26 @@ describe("Workers AI examples on a real node", () => {
     const body = (await res.json()) as { shape: number[]; data: number[][] };
     assert.equal(body.data.length, 3);
     assert.equal(body.shape[0], 3);
+  });
+
+  test("the Wasm model example deploys like any worker and classifies digits inside the worker", async () => {
+    const dir = path.resolve(import.meta.dirname, "../../examples/wasm-model-worker");
+    const b = await bundleProject(dir);
+    const put = await fetch(`${node.url}/client/v4/accounts/${ACCOUNT}/workers/scripts/${b.name}`, {
+      method: "PUT",
+      headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+      body: JSON.stringify(deployBody(b.modules, b.settings)),
+    });
+    assert.equal(put.status, 200, await put.text());
+    const expected = JSON.parse(await fs.readFile(path.join(dir, "model/expected.json"), "utf8")) as { cases: { pixels: number[]; predicted: number }[] };
+    for (const c of expected.cases.slice(0, 8)) {
+      const res = await fetch(`${node.url}/workers/${b.name}/`, { method: "POST", body: JSON.stringify({ pixels: c.pixels }) });
+      const text = await res.text();
+      assert.equal(res.status, 200, text);
+      const body = JSON.parse(text) as { backend: string; predictions: { digit: number }[] };
+      assert.equal(body.backend, "wasm");
+      assert.equal(body.predictions[0]!.digit, c.predicted);
+    }
   });
 
   test("every env.AI call is one usage record of the worker's account, keyed by the request id", () => {
