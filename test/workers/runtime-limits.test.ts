@@ -109,7 +109,7 @@ describe("workers runtime: limits", () => {
     // Outside the heap (ArrayBuffers): the process's RSS over its baseline.
     const b = await call(rt, "acct_bomb", "bomb", "/buffers", "req-buffers");
     assertLimit(b);
-    assert.match(bombEvents.find((e) => e.requestId === "req-buffers")?.message ?? "", /memory limit exceeded: \d+ MB of process memory > 256 MB allowed/);
+    assert.match(bombEvents.find((e) => e.requestId === "req-buffers")?.message ?? "", /memory limit exceeded: \d+ MB of process memory > 512 MB allowed/);
     t.diagnostic(`memory bomb (ArrayBuffers) answered after ${b.ms.toFixed(0)} ms`);
     assert.equal((await call(rt, "acct_bomb", "bomb", "/ok")).status, 200);
   });
