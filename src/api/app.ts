@@ -42,7 +42,7 @@ export function createApp(deps: ApiDeps): Hono<Env> {
       c.res = errorResponse(c, e, c.get("flavor"), log);
       c.header("x-request-id", requestId);
     }
-    const route = c.req.routePath === "/*" || c.req.routePath === "*" ? "unmatched" : c.req.routePath;
+    const route = c.get("routeLabel") ?? (c.req.routePath === "/*" || c.req.routePath === "*" ? "unmatched" : c.req.routePath);
     // Ids from refused requests (400, 404…) may be anything a client made up: kept as labels they would
     // grow the metrics without bound, so only requests that reached a model keep theirs.
     const model = c.res.status < 400 || [408, 429, 500, 502, 507].includes(c.res.status) ? c.get("model") : "";

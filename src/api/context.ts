@@ -39,6 +39,8 @@ export type Env = {
     model: string;
     /** Size of the request body, for the usage record. */
     bytesIn: number;
+    /** Metrics route label for traffic no route pattern names (workers routed by Host). */
+    routeLabel: string;
   };
 };
 

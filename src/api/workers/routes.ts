@@ -25,6 +25,8 @@ export function registerWorkerRouting(app: Hono<Env>, deps: ApiDeps): void {
     const m = workers ? WORKER_HOST.exec(c.req.header("host") ?? "") : null;
     if (!workers || !m) return next();
     const name = m[1]!.toLowerCase();
+    // One label for all of them: worker names in a label would grow the metrics without bound.
+    c.set("routeLabel", "{name}.workers.localhost");
     if (!WORKER_NAME.test(name)) throw new BordeError("NoSuchWorker", "No such worker: invalid worker name in Host");
     return forward(c, workers, name, c.req.url);
   });
