@@ -2,6 +2,7 @@ import { ConfigError } from "../config/index.js";
 import { UsageError } from "./args.js";
 import { accountsCommand, tokensCommand, usageCommand } from "./admin.js";
 import { aiCommand } from "./ai.js";
+import { clusterCommand } from "./cluster.js";
 import { deployCommand, rollbackCommand, secretCommand, tailCommand } from "./deploy.js";
 import { devCommand } from "./dev.js";
 import { ledgerCommand } from "./ledger.js";
@@ -26,6 +27,7 @@ Commands:
   workers list|versions|delete
                              the account's workers and their versions; delete one
   ledger                     core process: write usage from JetStream into the PostgreSQL ledger
+  cluster nats-config        write the nats-server configuration of a network topology
 
 Run \`borde <command> --help\` for a command's options.`;
 
@@ -64,6 +66,8 @@ export async function main(argv: string[]): Promise<number> {
         return await tailCommand(rest);
       case "workers":
         return await workersCommand(rest);
+      case "cluster":
+        return await clusterCommand(rest);
       case "--version":
       case "-v":
         console.log("borde 0.1.0");
