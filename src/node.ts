@@ -78,7 +78,7 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
   const writer: UsageWriter | null = !config.metering ? null : config.natsUrl ? await createOutboxWriter(db, { servers: config.natsUrl, pop: config.pop, logger }) : ledger;
   let usage: UsageReader | null = ledger;
   let pg: PgLedger | null = null;
-  if (config.postgresUrl) usage = pg = new PgLedger(config.postgresUrl);
+  if (config.postgresUrl) usage = pg = new PgLedger(config.postgresUrl, logger);
   const meter = new Meter({ writer, pop: config.pop, pricing: { computeNeuronsPerCpuSecond: config.computeNeuronsPerCpuSecond }, logger });
   const limiter = new Limiter({
     rateLimits: config.rateLimits,

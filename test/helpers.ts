@@ -74,3 +74,22 @@ export function sseEvents(body: string): string[] {
       return e.slice(6);
     });
 }
+
+/** A response read whole: status, headers, body text, and the body as JSON (undefined when it is not JSON). */
+export interface Answer {
+  status: number;
+  headers: Headers;
+  text: string;
+  json: any; // eslint-disable-line @typescript-eslint/no-explicit-any -- tests index into envelopes freely
+}
+
+export async function answer(res: Response): Promise<Answer> {
+  const text = await res.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    // not JSON: left undefined, the assertions say so
+  }
+  return { status: res.status, headers: res.headers, text, json };
+}

@@ -82,19 +82,18 @@ export class Limiter {
 
   admit(p: Principal, task: string): Admitted {
     const now = this.now();
-    const untilMidnight = secondsToUtcMidnight(now);
 
     const used = this.o.accountNeuronsToday(p.accountId);
     if (p.plan === "free" && used >= this.o.freeNeurons)
       throw new BordeError(
         "AccountLimited",
         `Account limited: you have used up your daily free allocation of ${this.o.freeNeurons.toLocaleString("en-US")} neurons; it resets at 00:00 UTC`,
-        { retryAfter: untilMidnight },
+        { retryAfter: secondsToUtcMidnight(now) },
       );
     if (p.accountBudget !== null && used >= p.accountBudget)
-      throw new BordeError("BudgetExceeded", `Daily neuron budget of this account (${p.accountBudget}) is used up; it resets at 00:00 UTC`, { retryAfter: untilMidnight });
+      throw new BordeError("BudgetExceeded", `Daily neuron budget of this account (${p.accountBudget}) is used up; it resets at 00:00 UTC`, { retryAfter: secondsToUtcMidnight(now) });
     if (p.tokenBudget !== null && this.o.tokenNeuronsToday(p.tokenId) >= p.tokenBudget)
-      throw new BordeError("BudgetExceeded", `Daily neuron budget of this token (${p.tokenBudget}) is used up; it resets at 00:00 UTC`, { retryAfter: untilMidnight });
+      throw new BordeError("BudgetExceeded", `Daily neuron budget of this token (${p.tokenBudget}) is used up; it resets at 00:00 UTC`, { retryAfter: secondsToUtcMidnight(now) });
 
     const maxConcurrent = p.limits?.max_concurrent ?? this.o.maxConcurrent;
     const running = this.running.get(p.accountId) ?? 0;

@@ -80,6 +80,13 @@ export class AccountStore {
       accounts: db.prepare("SELECT * FROM accounts ORDER BY created_at, id"),
       insertAccount: db.prepare("INSERT INTO accounts (id, name, plan, daily_neuron_budget, limits, created_at) VALUES (?, ?, ?, ?, ?, ?)"),
       token: db.prepare("SELECT * FROM tokens WHERE id = ?"),
+      // One look-up per authenticated request: the token with what the principal needs of its account.
+      principal: db.prepare(
+        "SELECT t.*, a.plan AS account_plan, a.daily_neuron_budget AS account_budget, a.limits AS account_limits FROM tokens t JOIN accounts a ON a.id = t.account_id WHERE t.id = ?",
+      ),
+      setPlan: db.prepare("UPDATE accounts SET plan = ? WHERE id = ?"),
+      deleteToken: db.prepare("DELETE FROM tokens WHERE id = ?"),
+      updateAccount: db.prepare("UPDATE accounts SET name = ?, plan = ?, daily_neuron_budget = ?, limits = ? WHERE id = ?"),
       tokens: db.prepare("SELECT * FROM tokens ORDER BY created_at, id"),
       tokensOf: db.prepare("SELECT * FROM tokens WHERE account_id = ? ORDER BY created_at, id"),
       insertToken: db.prepare(
@@ -101,9 +108,9 @@ export class AccountStore {
     this.db.transaction(() => {
       const existing = this.q.account.get(accountId) as AccountRow | undefined;
       if (!existing) this.q.insertAccount.run(accountId, "dev", plan, null, null, Date.now());
-      else if (existing.plan !== plan) this.db.prepare("UPDATE accounts SET plan = ? WHERE id = ?").run(plan, accountId);
+      else if (existing.plan !== plan) this.q.setPlan.run(plan, accountId);
       const devTokenId = `dev-${accountId}`;
-      this.db.prepare("DELETE FROM tokens WHERE id = ?").run(devTokenId);
+      this.q.deleteToken.run(devTokenId);
       this.q.insertToken.run(devTokenId, accountId, "dev", digest(token), JSON.stringify(["admin"]), null, null, null, null, Date.now());
       this.devTokenId = devTokenId;
     })();
@@ -119,23 +126,22 @@ export class AccountStore {
     const m = TOKEN_RE.exec(token);
     // Tokens not in Borde's format can only be the dev token (any string the operator chose).
     const id = m ? m[1]! : this.devTokenId;
-    const row = id ? (this.q.token.get(id) as TokenRow | undefined) : undefined;
+    const row = id ? (this.q.principal.get(id) as (TokenRow & { account_plan: Plan; account_budget: number | null; account_limits: string | null }) | undefined) : undefined;
     const match = timingSafeEqual(digest(token), row?.hash ?? DUMMY);
     if (!row || !match) return null;
     if (row.revoked_at !== null) throw new BordeError("Unauthorized", "Authentication error: this API token was revoked");
     if (row.expires_at !== null && row.expires_at <= now) throw new BordeError("Unauthorized", "Authentication error: this API token has expired");
-    const account = this.q.account.get(row.account_id) as AccountRow | undefined;
-    if (!account) return null;
+    const t = parseTokenRow(row);
     return {
       accountId: row.account_id,
       tokenId: row.id,
-      scopes: JSON.parse(row.scopes) as Scope[],
-      plan: account.plan,
-      models: row.models ? (JSON.parse(row.models) as string[]) : null,
-      jurisdictions: row.jurisdictions ? (JSON.parse(row.jurisdictions) as string[]) : null,
-      accountBudget: account.daily_neuron_budget,
+      scopes: t.scopes,
+      plan: row.account_plan,
+      models: t.models,
+      jurisdictions: t.jurisdictions,
+      accountBudget: row.account_budget,
       tokenBudget: row.daily_neuron_budget,
-      limits: account.limits ? (JSON.parse(account.limits) as AccountLimits) : null,
+      limits: row.account_limits ? (JSON.parse(row.account_limits) as AccountLimits) : null,
     };
   }
 
@@ -144,7 +150,7 @@ export class AccountStore {
     const now = Date.now();
     this.db.transaction(() => {
       this.q.insertAccount.run(id, input.name, input.plan ?? "free", input.dailyNeuronBudget ?? null, input.limits ? JSON.stringify(input.limits) : null, now);
-      this.record(actor, "account.create", id, { name: input.name, plan: input.plan ?? "free", daily_neuron_budget: input.dailyNeuronBudget ?? null, limits: input.limits ?? null });
+      this.recordAudit(actor, "account.create", id, { name: input.name, plan: input.plan ?? "free", daily_neuron_budget: input.dailyNeuronBudget ?? null, limits: input.limits ?? null });
     })();
     return this.getAccount(id)!;
   }
@@ -153,16 +159,14 @@ export class AccountStore {
     this.db.transaction(() => {
       const row = this.q.account.get(id) as AccountRow | undefined;
       if (!row) throw new BordeError("NoSuchResource", "No such account");
-      this.db
-        .prepare("UPDATE accounts SET name = ?, plan = ?, daily_neuron_budget = ?, limits = ? WHERE id = ?")
-        .run(
+      this.q.updateAccount.run(
           patch.name ?? row.name,
           patch.plan ?? row.plan,
           patch.dailyNeuronBudget === undefined ? row.daily_neuron_budget : patch.dailyNeuronBudget,
           patch.limits === undefined ? row.limits : patch.limits ? JSON.stringify(patch.limits) : null,
           id,
         );
-      this.record(actor, "account.update", id, patch);
+      this.recordAudit(actor, "account.update", id, patch);
     })();
     return this.getAccount(id)!;
   }
@@ -195,7 +199,7 @@ export class AccountStore {
         input.expiresAt ?? null,
         now,
       );
-      this.record(actor, "token.create", id, {
+      this.recordAudit(actor, "token.create", id, {
         account_id: input.accountId,
         scopes: input.scopes,
         models: input.models ?? null,
@@ -210,7 +214,7 @@ export class AccountStore {
     this.db.transaction(() => {
       if (!this.q.token.get(id)) throw new BordeError("NoSuchResource", "No such token");
       this.q.revoke.run(Date.now(), id);
-      this.record(actor, "token.revoke", id, null);
+      this.recordAudit(actor, "token.revoke", id, null);
     })();
     return toTokenInfo(this.q.token.get(id) as TokenRow);
   }
@@ -228,16 +232,12 @@ export class AccountStore {
     }));
   }
 
-  private record(actor: Actor, action: string, target: string, details: unknown): void {
-    this.q.audit.run(Date.now(), actor.accountId, actor.tokenId, action, target, actor.ip, actor.userAgent, actor.requestId, details === null ? null : JSON.stringify(details));
-  }
-
   /**
-   * An audit entry for a change made by another store of the same database (workers: deploy,
-   * rollback, secrets); call it inside that change's transaction so both are written or neither.
+   * One audit entry. Called inside the change's own transaction — here, or by another store of
+   * the same database (workers: deploy, rollback, secrets) — so both are written or neither.
    */
   recordAudit(actor: Actor, action: string, target: string, details: unknown): void {
-    this.record(actor, action, target, details);
+    this.q.audit.run(Date.now(), actor.accountId, actor.tokenId, action, target, actor.ip, actor.userAgent, actor.requestId, details === null ? null : JSON.stringify(details));
   }
 }
 
@@ -257,14 +257,21 @@ function toTokenInfo(r: TokenRow, now = Date.now()): TokenInfo {
     id: r.id,
     account_id: r.account_id,
     name: r.name,
-    scopes: JSON.parse(r.scopes) as Scope[],
-    models: r.models ? (JSON.parse(r.models) as string[]) : null,
-    jurisdictions: r.jurisdictions ? (JSON.parse(r.jurisdictions) as string[]) : null,
+    ...parseTokenRow(r),
     daily_neuron_budget: r.daily_neuron_budget,
     expires_at: r.expires_at === null ? null : new Date(r.expires_at).toISOString(),
     created_at: new Date(r.created_at).toISOString(),
     revoked_at: r.revoked_at === null ? null : new Date(r.revoked_at).toISOString(),
     status: r.revoked_at !== null ? "revoked" : r.expires_at !== null && r.expires_at <= now ? "expired" : "active",
+  };
+}
+
+/** The JSON columns of a token row, read the one way both the principal and the listing need. */
+function parseTokenRow(r: TokenRow): Pick<TokenInfo, "scopes" | "models" | "jurisdictions"> {
+  return {
+    scopes: JSON.parse(r.scopes) as Scope[],
+    models: r.models ? (JSON.parse(r.models) as string[]) : null,
+    jurisdictions: r.jurisdictions ? (JSON.parse(r.jurisdictions) as string[]) : null,
   };
 }
 

@@ -1,7 +1,7 @@
 import type { ServerResponse } from "node:http";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import type { ApiDeps, Call, Ctx } from "./context.js";
-import type { Emit } from "./stream.js";
+import type { Emit, Last } from "./stream.js";
 
 /**
  * Answers a model call's JSON body. The usage record is written first and the bytes go out in the
@@ -20,10 +20,11 @@ export function meteredJson(c: Ctx, deps: ApiDeps, call: Call, payload: unknown)
 }
 
 /**
- * Counts the bytes a stream emits, and commits the usage record right before the stream's last
- * events: a stream cut before its end is not billed, one that ended is recorded before it ends.
+ * Counts the bytes a stream emits, and commits the usage record in the same synchronous step as
+ * the stream's last events are written: a stream cut before its end is not billed, one that ended
+ * is recorded before it ends.
  */
-export function meteredStream(c: Ctx, deps: ApiDeps, call: Call, emit: Emit): { emit: Emit; finish: (events: string[]) => void } {
+export function meteredStream(c: Ctx, deps: ApiDeps, call: Call, emit: Emit, last: Last): { emit: Emit; finish: (events: string[]) => void } {
   let bytes = 0;
   return {
     emit: (chunk) => {
@@ -32,8 +33,7 @@ export function meteredStream(c: Ctx, deps: ApiDeps, call: Call, emit: Emit): { 
     },
     finish: (events) => {
       for (const e of events) bytes += Buffer.byteLength(e);
-      deps.meter.commit(call.ctx, { bytesIn: c.get("bytesIn") ?? 0, bytesOut: bytes });
-      for (const e of events) emit(e);
+      last(events, () => deps.meter.commit(call.ctx, { bytesIn: c.get("bytesIn") ?? 0, bytesOut: bytes }));
     },
   };
 }

@@ -34,7 +34,7 @@ export function streamHooks(c: Ctx, call: Call, flavor: Flavor): StreamHooks {
  * through a web ReadableStream and the adapter's reader loop cost ~70 µs of main-thread time per
  * token, and on one engine thread that time is serial with decoding (measured in bench/).
  */
-export async function respondWithStream(c: Context, requestId: string, run: (emit: Emit) => Promise<void>, hooks: StreamHooks): Promise<Response> {
+export async function respondWithStream(c: Context, requestId: string, run: (emit: Emit, last: Last) => Promise<void>, hooks: StreamHooks): Promise<Response> {
   const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
   if (!outgoing) {
     const started = await startStream(run, hooks);
@@ -77,6 +77,20 @@ export async function respondWithStream(c: Context, requestId: string, run: (emi
       pending += chunk;
       flushTimer ??= setTimeout(flush, FLUSH_MS);
     };
+    // The stream's last events: `before` (the usage record) and the socket write happen in one
+    // synchronous step, with whatever was still coalescing, so no kill can fall between them.
+    const last: Last = (chunks, before) => {
+      if (closed) return;
+      if (!committed) commit();
+      if (flushTimer) {
+        clearTimeout(flushTimer);
+        flushTimer = null;
+      }
+      const data = pending + chunks.join("");
+      pending = "";
+      before();
+      outgoing.write(data);
+    };
     const finish = () => {
       outgoing.off("close", onClose);
       if (flushTimer) {
@@ -89,7 +103,7 @@ export async function respondWithStream(c: Context, requestId: string, run: (emi
       }
       hooks.onEnd?.();
     };
-    run(emit).then(
+    run(emit, last).then(
       () => {
         if (!committed) {
           if (closed) {
@@ -124,10 +138,12 @@ export async function respondWithStream(c: Context, requestId: string, run: (emi
  * proper status; after that the response is committed as a 200 event stream.
  */
 export type Emit = (chunk: string) => void;
+/** Sends the stream's final chunks, calling `before` right before they are written (nothing when the client left). */
+export type Last = (chunks: string[], before: () => void) => void;
 
 type Started = { ok: true; stream: ReadableStream<Uint8Array> } | { ok: false; error: unknown };
 
-function startStream(run: (emit: Emit) => Promise<void>, opts: StreamHooks): Promise<Started> {
+function startStream(run: (emit: Emit, last: Last) => Promise<void>, opts: StreamHooks): Promise<Started> {
   return new Promise<Started>((resolveStart) => {
     let controller: ReadableStreamDefaultController<Uint8Array> | null = null;
     const pending: Uint8Array[] = [];
@@ -157,7 +173,13 @@ function startStream(run: (emit: Emit) => Promise<void>, opts: StreamHooks): Pro
       else pending.push(chunk);
     };
 
-    run(emit).then(
+    const last: Last = (chunks, before) => {
+      if (closed) return;
+      before();
+      for (const chunk of chunks) emit(chunk);
+    };
+
+    run(emit, last).then(
       () => {
         if (!committed) {
           committed = true;

@@ -1,7 +1,8 @@
 import type { Hono } from "hono";
 import { z } from "zod";
 import { BordeError } from "../errors.js";
-import type { UsageGroup } from "../metering/types.js";
+import { utcDay, type UsageGroup } from "../metering/types.js";
+import { ok } from "./respond.js";
 import type { ApiDeps, Env } from "./context.js";
 
 const Day = z
@@ -29,8 +30,8 @@ export const UsageParams = z.object({
 /** Usage by day, model and/or account with its cost, from the ledger this node reads. */
 export async function usageReport(deps: ApiDeps, q: z.output<typeof UsageParams>, accountId: string | undefined) {
   if (!deps.usage) throw new BordeError("NotFound", "This node keeps no ledger: usage is reported by the core (set BORDE_POSTGRES_URL)");
-  const until = q.until ?? new Date().toISOString().slice(0, 10);
-  const since = q.since ?? new Date(Date.parse(`${until}T00:00:00Z`) - 30 * 86_400_000).toISOString().slice(0, 10);
+  const until = q.until ?? utcDay(Date.now());
+  const since = q.since ?? utcDay(Date.parse(`${until}T00:00:00Z`) - 30 * 86_400_000);
   if (since > until) throw new BordeError("InvalidInput", "Invalid input: since is after until");
   const groupBy: UsageGroup[] = q.group_by ?? ["day", "model"];
   const rows = await deps.usage.query({ accountId, since, until, groupBy });
@@ -56,7 +57,6 @@ function round(n: number): number {
 export function registerUsage(app: Hono<Env>, deps: ApiDeps): void {
   app.get("/client/v4/accounts/:account/ai/usage", async (c) => {
     const q = UsageParams.parse(c.req.query());
-    const result = await usageReport(deps, q, c.get("principal").accountId);
-    return c.json({ result, success: true, errors: [], messages: [] });
+    return ok(c, await usageReport(deps, q, c.get("principal").accountId));
   });
 }

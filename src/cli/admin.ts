@@ -1,6 +1,5 @@
 import { CLIENT_HELP, CLIENT_OPTIONS, parse, UsageError } from "./args.js";
-import { accountOf } from "./ai.js";
-import { apiError, client, type Client } from "./client.js";
+import { accountOf, call, client, table } from "./client.js";
 
 const ACCOUNTS_HELP = `Usage: borde accounts <create|list> [options]
 
@@ -42,17 +41,6 @@ Options:
   --json             print the API's JSON instead
 ${CLIENT_HELP}
   -h, --help`;
-
-async function call(c: Client, method: string, pathname: string, body?: unknown): Promise<unknown> {
-  const res = await c.fetch(pathname, { method, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
-  if (!res.ok) throw new Error(await apiError(res));
-  return ((await res.json()) as { result: unknown }).result;
-}
-
-function table(head: string[], rows: string[][]): void {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  for (const r of [head, ...rows]) console.log(r.map((c, i) => (c ?? "").padEnd(widths[i]!)).join("  ").trimEnd());
-}
 
 function positiveNumber(v: string | undefined, name: string): number | undefined {
   if (v === undefined) return undefined;

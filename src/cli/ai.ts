@@ -1,5 +1,5 @@
 import { CLIENT_HELP, CLIENT_OPTIONS, intOption, numberOption, parse, UsageError } from "./args.js";
-import { apiError, client, type Client } from "./client.js";
+import { accountOf, apiError, client, sseData } from "./client.js";
 
 const HELP = `Usage: borde ai run <model> (--prompt TEXT | --text TEXT) [options]
 
@@ -67,40 +67,23 @@ export async function aiCommand(argv: string[]): Promise<number> {
 }
 
 async function printStream(res: Response, json: boolean): Promise<number> {
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    buffer += decoder.decode(chunk, { stream: true });
-    let i: number;
-    while ((i = buffer.indexOf("\n\n")) >= 0) {
-      const event = buffer.slice(0, i);
-      buffer = buffer.slice(i + 2);
-      const data = event.startsWith("data: ") ? event.slice(6) : "";
-      if (data === "[DONE]") {
-        process.stdout.write("\n");
-        return 0;
-      }
-      if (json) {
-        console.log(data);
-        continue;
-      }
-      const parsed = JSON.parse(data) as { response?: string; errors?: { message: string }[] };
-      if (parsed.errors?.length) {
-        console.error(`\nborde: ${parsed.errors[0]!.message}`);
-        return 1;
-      }
-      if (parsed.response) process.stdout.write(parsed.response);
+  for await (const data of sseData(res.body!)) {
+    if (data === "[DONE]") {
+      process.stdout.write("\n");
+      return 0;
     }
+    if (json) {
+      console.log(data);
+      continue;
+    }
+    const parsed = JSON.parse(data) as { response?: string; errors?: { message: string }[] };
+    if (parsed.errors?.length) {
+      console.error(`\nborde: ${parsed.errors[0]!.message}`);
+      return 1;
+    }
+    if (parsed.response) process.stdout.write(parsed.response);
   }
   process.stdout.write("\n");
   return 0;
 }
 
-/** The token's account, asked of the node when not known locally. */
-export async function accountOf(c: Client): Promise<string> {
-  if (c.accountId !== "-") return c.accountId;
-  const res = await c.fetch("/client/v4/user/tokens/verify");
-  // A refused token is the same failure as on the run itself: exit 1, `borde: 401: ...`.
-  if (!res.ok) throw new Error(await apiError(res));
-  return ((await res.json()) as { result: { account_id: string } }).result.account_id;
-}

@@ -71,3 +71,45 @@ export async function apiError(res: Response): Promise<string> {
   }
   return `${res.status}: ${text.slice(0, 200)}`;
 }
+
+/** The `data:` payloads of an event stream, frame by frame (comment lines such as heartbeats skipped). */
+export async function* sseData(body: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let i: number;
+    while ((i = buffer.indexOf("\n\n")) >= 0) {
+      const frame = buffer.slice(0, i);
+      buffer = buffer.slice(i + 2);
+      for (const line of frame.split("\n")) if (line.startsWith("data: ")) yield line.slice(6);
+    }
+  }
+}
+
+/** The token's account, asked of the node when not known locally. */
+export async function accountOf(c: Client): Promise<string> {
+  if (c.accountId !== "-") return c.accountId;
+  const res = await c.fetch("/client/v4/user/tokens/verify");
+  // A refused token is the same failure as on the run itself: exit 1, `borde: 401: ...`.
+  if (!res.ok) throw new Error(await apiError(res));
+  return ((await res.json()) as { result: { account_id: string } }).result.account_id;
+}
+
+/** One management call: the envelope's `result`, or an Error carrying the API's one-line reason. */
+export async function call(c: Client, method: string, pathname: string, body?: unknown): Promise<unknown> {
+  const res = await c.fetch(pathname, { method, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+  if (!res.ok) throw new Error(await apiError(res));
+  return ((await res.json()) as { result: unknown }).result;
+}
+
+/** A worker's path in the deployments API, under the token's account. */
+export async function scriptPath(c: Client, name = ""): Promise<string> {
+  return `/client/v4/accounts/${encodeURIComponent(await accountOf(c))}/workers/scripts${name ? `/${name}` : ""}`;
+}
+
+/** Columns padded to their widest cell, two spaces apart. */
+export function table(head: string[], rows: string[][]): void {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  for (const r of [head, ...rows]) console.log(r.map((c, i) => (c ?? "").padEnd(widths[i]!)).join("  ").trimEnd());
+}

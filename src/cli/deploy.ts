@@ -3,8 +3,7 @@ import { readWranglerConfig } from "../workers/deploy/config.js";
 import { WORKER_NAME, WORKER_NAME_RULE } from "../workers/deploy/schema.js";
 import type { LogEvent } from "../workers/types.js";
 import { CLIENT_HELP, CLIENT_OPTIONS, intOption, parse, UsageError } from "./args.js";
-import { accountOf } from "./ai.js";
-import { apiError, client, type Client } from "./client.js";
+import { apiError, call, client, scriptPath, sseData } from "./client.js";
 
 const DEPLOY_HELP = `Usage: borde deploy [DIR] [options]
 
@@ -65,12 +64,6 @@ ${CLIENT_HELP}
 
 const NAME_OPTIONS = { ...CLIENT_OPTIONS, name: { type: "string" }, config: { type: "string" } } as const;
 
-async function call(c: Client, method: string, pathname: string, body?: unknown): Promise<unknown> {
-  const res = await c.fetch(pathname, { method, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
-  if (!res.ok) throw new Error(await apiError(res));
-  return ((await res.json()) as { result: unknown }).result;
-}
-
 /** `--name`, else the name in the wrangler config (of `--config` or the current folder). */
 function workerName(values: { name?: string; config?: string }): string {
   let name = values.name;
@@ -84,10 +77,6 @@ function workerName(values: { name?: string; config?: string }): string {
   }
   if (!WORKER_NAME.test(name)) throw new UsageError(`invalid worker name ${JSON.stringify(name)}: ${WORKER_NAME_RULE}`);
   return name;
-}
-
-async function scriptPath(c: Client, name: string): Promise<string> {
-  return `/client/v4/accounts/${encodeURIComponent(await accountOf(c))}/workers/scripts/${name}`;
 }
 
 export async function deployCommand(argv: string[]): Promise<number> {
@@ -198,20 +187,9 @@ export async function tailCommand(argv: string[]): Promise<number> {
     if (!res.ok) throw new Error(await apiError(res));
     if (!res.body) throw new Error("the node sent no event stream");
     console.error(`borde: tailing ${name} (Ctrl-C to stop)`);
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      buffer += decoder.decode(chunk, { stream: true });
-      let i: number;
-      while ((i = buffer.indexOf("\n\n")) >= 0) {
-        const frame = buffer.slice(0, i);
-        buffer = buffer.slice(i + 2);
-        for (const line of frame.split("\n")) {
-          if (!line.startsWith("data: ")) continue; // comments: the greeting and heartbeats
-          const event = JSON.parse(line.slice(6)) as LogEvent;
-          console.log(format === "json" ? JSON.stringify(event) : prettyEvent(event));
-        }
-      }
+    for await (const data of sseData(res.body)) {
+      const event = JSON.parse(data) as LogEvent;
+      console.log(format === "json" ? JSON.stringify(event) : prettyEvent(event));
     }
     console.error("borde: the node ended the tail");
     return 1;

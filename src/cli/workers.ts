@@ -1,7 +1,6 @@
 import { WORKER_NAME, WORKER_NAME_RULE } from "../workers/deploy/schema.js";
 import { CLIENT_HELP, CLIENT_OPTIONS, parse, UsageError } from "./args.js";
-import { accountOf } from "./ai.js";
-import { apiError, client, type Client } from "./client.js";
+import { call, client, scriptPath, table } from "./client.js";
 
 const HELP = `Usage: borde workers <list|versions|delete> [options]
 
@@ -15,17 +14,6 @@ ${CLIENT_HELP}
   -h, --help
 
 Needs a token with the workers:deploy scope (admin tokens have it).`;
-
-async function call(c: Client, method: string, pathname: string): Promise<unknown> {
-  const res = await c.fetch(pathname, { method });
-  if (!res.ok) throw new Error(await apiError(res));
-  return ((await res.json()) as { result: unknown }).result;
-}
-
-function table(head: string[], rows: string[][]): void {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  for (const r of [head, ...rows]) console.log(r.map((c, i) => (c ?? "").padEnd(widths[i]!)).join("  ").trimEnd());
-}
 
 export async function workersCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
@@ -46,7 +34,7 @@ export async function workersCommand(argv: string[]): Promise<number> {
   };
   switch (sub) {
     case "list": {
-      const base = `/client/v4/accounts/${encodeURIComponent(await accountOf(c))}/workers/scripts`;
+      const base = await scriptPath(c);
       const r = (await call(c, "GET", base)) as { id: string; active_version: number; modified_on: string }[];
       if (values.json) console.log(JSON.stringify(r, null, 2));
       else table(["NAME", "ACTIVE VERSION", "MODIFIED"], r.map((w) => [w.id, String(w.active_version), w.modified_on]));
@@ -54,7 +42,7 @@ export async function workersCommand(argv: string[]): Promise<number> {
     }
     case "versions": {
       const name = one();
-      const r = (await call(c, "GET", `/client/v4/accounts/${encodeURIComponent(await accountOf(c))}/workers/scripts/${name}`)) as {
+      const r = (await call(c, "GET", await scriptPath(c, name))) as {
         versions: { version: number; active: boolean; created_on: string; created_by: string; size: number }[];
       };
       if (values.json) console.log(JSON.stringify(r, null, 2));
@@ -63,7 +51,7 @@ export async function workersCommand(argv: string[]): Promise<number> {
     }
     case "delete": {
       const name = one();
-      const r = await call(c, "DELETE", `/client/v4/accounts/${encodeURIComponent(await accountOf(c))}/workers/scripts/${name}`);
+      const r = await call(c, "DELETE", await scriptPath(c, name));
       console.log(values.json ? JSON.stringify(r, null, 2) : `deleted ${name}`);
       return 0;
     }

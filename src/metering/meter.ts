@@ -36,6 +36,8 @@ export interface Delivery {
  */
 export class Meter {
   private day: string;
+  /** Epoch ms of the next 00:00 UTC: the counters roll then, without a date string per call. */
+  private nextDayAt = 0;
   private accounts = new Map<string, number>();
   private tokens = new Map<string, number>();
   private readonly inFlight = new Set<string>();
@@ -115,14 +117,15 @@ export class Meter {
 
   /** At 00:00 UTC the daily counters start again (budgets and the free allocation reset). */
   private roll(): void {
-    const day = utcDay(this.now());
-    if (day !== this.day) {
-      this.day = day;
-      this.load();
-    }
+    const now = this.now();
+    if (now < this.nextDayAt) return;
+    this.day = utcDay(now);
+    this.load();
   }
 
   private load(): void {
+    const d = new Date(Date.parse(`${this.day}T00:00:00Z`));
+    this.nextDayAt = Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate() + 1);
     const totals = this.o.writer?.dailyTotals(this.day);
     this.accounts = totals?.accounts ?? new Map();
     this.tokens = totals?.tokens ?? new Map();

@@ -6,6 +6,7 @@
  * from where" for every admin change.
  */
 import assert from "node:assert/strict";
+import type { AuditEntry } from "../../src/accounts/index.js";
 import Database from "better-sqlite3";
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs/promises";
@@ -14,31 +15,13 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { BordeError } from "../../src/errors.js";
-import { ACCOUNT, startTestNode, TOKEN, type TestNode } from "../helpers.js";
+import { ACCOUNT, startTestNode, TOKEN, type TestNode, answer, type Answer } from "../helpers.js";
 
 const MODEL = "@local/stories";
 const OTHER_MODEL = "@borde/stories260k";
 const DEV_TOKEN_ID = `dev-${ACCOUNT}`;
 const TOKEN_RE = /^bd_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
 const GEN = { prompt: "Once upon a time", max_tokens: 4 };
-
-interface Answer {
-  status: number;
-  headers: Headers;
-  text: string;
-  json: any;
-}
-
-async function answer(res: Response): Promise<Answer> {
-  const text = await res.text();
-  let json: unknown = undefined;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    // not JSON: left undefined, the assertions say so
-  }
-  return { status: res.status, headers: res.headers, text, json };
-}
 
 async function call(node: TestNode, method: string, pathname: string, opts: { token?: string | null; body?: unknown; headers?: Record<string, string> } = {}): Promise<Answer> {
   const headers: Record<string, string> = { "content-type": "application/json", ...(opts.headers ?? {}) };
@@ -596,18 +579,7 @@ describe("token storage and audit", { timeout: 30_000 }, () => {
     const revoke = await call(node, "DELETE", `/client/v4/admin/tokens/${victim.id}`, { token: tok.json.result.token, headers: headers("audit-token-revoke") });
     assert.equal(revoke.status, 200, revoke.text);
 
-    const audit = (await call(node, "GET", "/client/v4/admin/audit?limit=50")).json.result as {
-      id: number;
-      at: string;
-      actor_account: string;
-      actor_token: string;
-      action: string;
-      target: string;
-      ip: string | null;
-      user_agent: string | null;
-      request_id: string;
-      details: any;
-    }[];
+    const audit = (await call(node, "GET", "/client/v4/admin/audit?limit=50")).json.result as (AuditEntry & { details: any })[];
     const find = (requestId: string) => {
       const e = audit.find((a) => a.request_id === requestId);
       assert.ok(e, `no audit entry with request id ${requestId}: ${JSON.stringify(audit.slice(0, 5))}`);

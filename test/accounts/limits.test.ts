@@ -13,7 +13,7 @@ import { Limiter, type Principal } from "../../src/accounts/index.js";
 import { secondsToUtcMidnight } from "../../src/accounts/limits.js";
 import { BordeError } from "../../src/errors.js";
 import { TINY_BERT_PATH } from "../fixtures/make-tiny-bert.js";
-import { ACCOUNT, startTestNode, TOKEN, type TestNode } from "../helpers.js";
+import { ACCOUNT, startTestNode, TOKEN, type TestNode, answer, type Answer } from "../helpers.js";
 
 const MODEL = "@local/stories";
 /** A real embedding model (task text-embeddings), copied in as @local/bert. */
@@ -21,24 +21,6 @@ const BERT = "@local/bert";
 const GEN = { prompt: "Once upon a time", max_tokens: 8 };
 /** Limits that keep an account clear of every node default but the one under test. */
 const NO_RPM = { "text-generation": 1_000_000, "text-embeddings": 1_000_000 };
-
-interface Answer {
-  status: number;
-  headers: Headers;
-  text: string;
-  json: any;
-}
-
-async function answer(res: Response): Promise<Answer> {
-  const text = await res.text();
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: res.status, headers: res.headers, text, json };
-}
 
 let node: TestNode;
 /** Every 429 this file saw: all must carry Retry-After. */

@@ -1,9 +1,8 @@
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import * as esbuild from "esbuild";
+import { bundleProject } from "../../src/workers/deploy/bundle.js";
 import { Miniflare, type ModuleDefinition } from "miniflare";
 
 /**
@@ -27,55 +26,13 @@ interface Prediction {
   probabilities: number[];
 }
 
-/**
- * wrangler's bundling: esbuild, ESM, the workerd/worker/browser conditions; `*.wasm` kept as a
- * separate CompiledWasm module and `*.bin` as a Data module (wrangler's default module rules), each
- * named `<sha1>-<basename>` with the import rewritten to it.
- */
-async function bundle(entry: string): Promise<{ modules: ModuleDefinition[]; bytes: number }> {
-  const attached = new Map<string, ModuleDefinition>();
-  const result = await esbuild.build({
-    entryPoints: [entry],
-    absWorkingDir: path.dirname(entry),
-    bundle: true,
-    write: false,
-    outfile: path.join(path.dirname(entry), "index.js"),
-    format: "esm",
-    platform: "browser",
-    target: "es2022",
-    conditions: ["workerd", "worker", "browser"],
-    mainFields: ["browser", "module", "main"],
-    external: ["cloudflare:*", "node:*"],
-    keepNames: true,
-    logLevel: "silent",
-    // Honoured as Node honours it, so the example can be bundled against packages installed elsewhere.
-    nodePaths: process.env.NODE_PATH ? process.env.NODE_PATH.split(path.delimiter) : [],
-    plugins: [
-      {
-        name: "wrangler-module-rules",
-        setup(build) {
-          build.onResolve({ filter: /\.(wasm|bin)$/ }, async (args) => {
-            if ((args.pluginData as { attached?: boolean } | undefined)?.attached) return undefined;
-            let file = path.resolve(args.resolveDir, args.path);
-            if (!args.path.startsWith(".") && !path.isAbsolute(args.path)) {
-              const r = await build.resolve(args.path, { kind: args.kind, resolveDir: args.resolveDir, importer: args.importer, pluginData: { attached: true } });
-              if (r.errors.length > 0) return { errors: r.errors };
-              file = r.path;
-            }
-            const contents = new Uint8Array(fs.readFileSync(file));
-            const name = `${createHash("sha1").update(contents).digest("hex")}-${path.basename(file)}`;
-            attached.set(name, { type: file.endsWith(".wasm") ? "CompiledWasm" : "Data", path: name, contents });
-            return { path: `./${name}`, external: true };
-          });
-        },
-      },
-    ],
-  });
-  const js = result.outputFiles.find((f) => f.path.endsWith(".js"));
-  assert.ok(js, "esbuild wrote no JavaScript");
-  const modules: ModuleDefinition[] = [{ type: "ESModule", path: "index.js", contents: js.text }, ...attached.values()];
-  const bytes = js.contents.byteLength + [...attached.values()].reduce((n, m) => n + (m.contents as Uint8Array).byteLength, 0);
-  return { modules, bytes };
+const MINIFLARE_TYPES = { esm: "ESModule", wasm: "CompiledWasm", text: "Text", data: "Data" } as const;
+
+/** The example bundled by Borde's own bundler (wrangler's rules), as Miniflare modules. */
+async function bundle(dir: string): Promise<{ modules: ModuleDefinition[]; bytes: number }> {
+  const b = await bundleProject(dir);
+  const modules: ModuleDefinition[] = b.modules.map((m) => ({ type: MINIFLARE_TYPES[m.type], path: m.name, contents: m.content }));
+  return { modules, bytes: b.modules.reduce((n, m) => n + m.content.byteLength, 0) };
 }
 
 /** The workerd process a Miniflare just started: this process's workerd child not in `known`. */
@@ -147,7 +104,7 @@ describe("a model inside a worker: examples/wasm-model-worker", { timeout: 60_00
 
   before(async () => {
     const t0 = performance.now();
-    const b = await bundle(path.join(EXAMPLE, "src/index.js"));
+    const b = await bundle(EXAMPLE);
     modules = b.modules;
     figures.push(`bundle: ${modules.map((m) => `${m.path.replace(/^[0-9a-f]{40}-/, "")} ${(m.contents as Uint8Array | string).length} B (${m.type})`).join(", ")}; ${(b.bytes / 1e6).toFixed(2)} MB in all, bundled in ${(performance.now() - t0).toFixed(0)} ms`);
 

@@ -1,9 +1,9 @@
 import type { Hono } from "hono";
 import { z } from "zod";
-import { PLANS, SCOPES, type Actor } from "../../accounts/index.js";
+import { PLANS, SCOPES } from "../../accounts/index.js";
 import { BordeError } from "../../errors.js";
-import { readJsonBody } from "../body.js";
-import type { ApiDeps, Ctx, Env } from "../context.js";
+import type { ApiDeps, Env } from "../context.js";
+import { actor, idParam, ok, parseBody } from "../respond.js";
 import { usageReport, UsageParams } from "../usage.js";
 
 /** Names are for people: letters, digits and a little punctuation; no control or markup characters. */
@@ -39,33 +39,6 @@ const NewTokenBody = z
   })
   .strict();
 
-function ok(c: Ctx, result: unknown): Response {
-  return c.json({ result, success: true, errors: [], messages: [] });
-}
-
-function actor(c: Ctx): Actor {
-  const p = c.get("principal");
-  const incoming = (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming;
-  return {
-    accountId: p.accountId,
-    tokenId: p.tokenId,
-    ip: incoming?.socket?.remoteAddress ?? null,
-    userAgent: c.req.header("user-agent")?.slice(0, 256) ?? null,
-    requestId: c.get("requestId"),
-  };
-}
-
-/** An id from the URL: anything malformed is as unknown as an id that does not exist. */
-function idParam(c: Ctx, name: string, pattern: RegExp, what: string): string {
-  const id = c.req.param(name) ?? "";
-  if (!pattern.test(id)) throw new BordeError("NoSuchResource", `No such ${what}`);
-  return id;
-}
-
-async function json<T extends z.ZodType>(c: Ctx, deps: ApiDeps, schema: T): Promise<z.output<T>> {
-  return schema.parse(await readJsonBody(c.req.raw, Math.min(deps.config.maxBodyBytes, 64 * 1024)));
-}
-
 /**
  * The admin API under /client/v4/admin: accounts, tokens, every account's usage, the audit log.
  * Only `admin` tokens reach it (checked in app.ts before any of these run).
@@ -74,7 +47,7 @@ export function registerAdmin(app: Hono<Env>, deps: ApiDeps): void {
   const base = "/client/v4/admin";
 
   app.post(`${base}/accounts`, async (c) => {
-    const b = await json(c, deps, NewAccountBody);
+    const b = await parseBody(c, deps, NewAccountBody, 64 * 1024);
     return ok(c, deps.accounts.createAccount({ name: b.name, plan: b.plan, dailyNeuronBudget: b.daily_neuron_budget, limits: b.limits }, actor(c)));
   });
   app.get(`${base}/accounts`, (c) => ok(c, deps.accounts.listAccounts()));
@@ -85,12 +58,12 @@ export function registerAdmin(app: Hono<Env>, deps: ApiDeps): void {
   });
   app.patch(`${base}/accounts/:id`, async (c) => {
     const id = idParam(c, "id", AccountId, "account");
-    const b = await json(c, deps, PatchAccountBody);
+    const b = await parseBody(c, deps, PatchAccountBody, 64 * 1024);
     return ok(c, deps.accounts.updateAccount(id, { name: b.name, plan: b.plan, dailyNeuronBudget: b.daily_neuron_budget, limits: b.limits }, actor(c)));
   });
 
   app.post(`${base}/tokens`, async (c) => {
-    const b = await json(c, deps, NewTokenBody);
+    const b = await parseBody(c, deps, NewTokenBody, 64 * 1024);
     const expiresAt = b.expires_at === undefined ? null : typeof b.expires_at === "number" ? b.expires_at * 1000 : Date.parse(b.expires_at);
     if (expiresAt !== null && expiresAt <= Date.now()) throw new BordeError("InvalidInput", "Invalid input: expires_at is in the past");
     if (expiresAt !== null && !(expiresAt <= 95_617_584_000_000)) throw new BordeError("InvalidInput", "Invalid input: expires_at is after the year 5000");

@@ -62,8 +62,8 @@ export function registerOpenAi(app: Hono<Env>, deps: ApiDeps, base: string): voi
     return respondWithStream(
       c,
       c.get("requestId"),
-      async (raw) => {
-        const out = meteredStream(c, deps, call, raw);
+      async (raw, last) => {
+        const out = meteredStream(c, deps, call, raw, last);
         const r = await deps.inference.generate(call.ctx, model, request, (text) => events.text(text).forEach(out.emit));
         out.finish([...events.end(r), SSE_DONE]);
       },

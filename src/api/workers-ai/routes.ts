@@ -60,8 +60,8 @@ export function registerWorkersAi(app: Hono<Env>, deps: ApiDeps): void {
       return await respondWithStream(
         c,
         c.get("requestId"),
-        async (raw) => {
-          const out = meteredStream(c, deps, call, raw);
+        async (raw, last) => {
+          const out = meteredStream(c, deps, call, raw, last);
           const r: GenerationResult = await deps.inference.generate(call.ctx, info, request, (text) => out.emit(sseData({ response: text })));
           out.finish([sseData(finalStreamEvent(r)), SSE_DONE]);
         },

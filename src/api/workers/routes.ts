@@ -1,11 +1,11 @@
 import type { Hono } from "hono";
-import type { Actor } from "../../accounts/index.js";
 import { BordeError } from "../../errors.js";
 import type { LogEvent } from "../../workers/types.js";
 import type { Workers } from "../../workers/deploy/index.js";
 import { decodeModules, DeployBody, MAX_UPLOAD_BYTES, RollbackBody, SecretBody, WORKER_NAME, WORKER_NAME_RULE, BINDING_NAME } from "../../workers/deploy/schema.js";
 import { readJsonBody } from "../body.js";
 import type { ApiDeps, Ctx, Env } from "../context.js";
+import { actor, ok, parseBody } from "../respond.js";
 import { SSE_HEADERS, sseData } from "../sse.js";
 
 /** `{name}.workers.localhost`, any port; the label is checked against WORKER_NAME after. */
@@ -54,22 +54,6 @@ async function forward(c: Ctx, workers: Workers, name: string, url: string): Pro
   const res = await workers.fetch(name, new Request(url, init), c.get("requestId"));
   // Through the context, so the headers set before (x-request-id) are on the worker's answer too.
   return c.newResponse(res.body, res);
-}
-
-function ok(c: Ctx, result: unknown): Response {
-  return c.json({ result, success: true, errors: [], messages: [] });
-}
-
-function actor(c: Ctx): Actor {
-  const p = c.get("principal");
-  const incoming = (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming;
-  return {
-    accountId: p.accountId,
-    tokenId: p.tokenId,
-    ip: incoming?.socket?.remoteAddress ?? null,
-    userAgent: c.req.header("user-agent")?.slice(0, 256) ?? null,
-    requestId: c.get("requestId"),
-  };
 }
 
 /** The worker name in the URL: malformed names are as unknown as missing ones (404), except when creating (400). */
@@ -132,7 +116,7 @@ export function registerWorkers(app: Hono<Env>, deps: ApiDeps): void {
     const name = nameParam(c);
     let body: { version?: number } = {};
     try {
-      body = RollbackBody.parse(await readJsonBody(c.req.raw, 4096));
+      body = await parseBody(c, deps, RollbackBody, 4096);
     } catch (e) {
       // No body at all means "the previous version".
       if (!(e instanceof BordeError && e.kind === "IncompleteRequest")) throw e;
@@ -143,7 +127,7 @@ export function registerWorkers(app: Hono<Env>, deps: ApiDeps): void {
   app.put(`${base}/:name/secrets`, async (c) => {
     const workers = workersOf(deps);
     const name = nameParam(c);
-    const body = SecretBody.parse(await readJsonBody(c.req.raw, 64 * 1024));
+    const body = await parseBody(c, deps, SecretBody, 64 * 1024);
     return ok(c, await workers.putSecret(actor(c), name, body.name, body.text));
   });
 

@@ -231,11 +231,6 @@ export class Workers {
     });
   }
 
-  /** Whether public requests for `name` have a worker to go to. */
-  has(name: string): boolean {
-    return this.live.has(name) || this.broken.has(name);
-  }
-
   /** Runs a public request on the worker `name` (no Borde auth: workers are public, like workers.dev). */
   async fetch(name: string, request: Request, requestId: string): Promise<Response> {
     const accountId = this.live.get(name);

@@ -1,6 +1,9 @@
 import { z } from "zod";
 import { DEFAULT_WORKER_LIMITS, type WorkerLimits, type WorkerModule } from "../types.js";
 
+/** Fatal: text and JS modules must be valid UTF-8. One decoder for every upload. */
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+
 /**
  * What a deployment is made of, checked in one place: the names, the upload body of
  * `PUT …/workers/scripts/{name}` (the CLI bundles locally and sends this), and the bounds of every
@@ -140,7 +143,7 @@ export function decodeModules(modules: z.output<typeof ModuleInput>[]): WorkerMo
     if (total > MAX_SCRIPT_BYTES) throw new Error(`modules: the worker is larger than ${MAX_SCRIPT_BYTES} bytes`);
     if (m.type === "esm" || m.type === "text") {
       try {
-        new TextDecoder("utf-8", { fatal: true }).decode(content);
+        UTF8.decode(content);
       } catch {
         throw new Error(`modules.${i}: ${m.type} modules must be UTF-8 text`);
       }
