@@ -34,6 +34,8 @@ export function createApp(deps: ApiDeps): Hono<Env> {
     // Set before the handler builds its response: setting a header on a finished response makes Hono
     // rebuild it, which sends streams down a slower path in the Node adapter (~1 ms on first byte).
     c.header("x-request-id", requestId);
+    c.header("borde-pop", deps.config.pop);
+    c.set("pop", deps.config.pop);
     try {
       await next();
     } catch (e) {
@@ -41,6 +43,7 @@ export function createApp(deps: ApiDeps): Hono<Env> {
       // hand, a thrown string) would escape as an empty 500 from the adapter. Catch it here instead.
       c.res = errorResponse(c, e, c.get("flavor"), log);
       c.header("x-request-id", requestId);
+      c.header("borde-pop", deps.config.pop);
     }
     const route = c.get("routeLabel") ?? (c.req.routePath === "/*" || c.req.routePath === "*" ? "unmatched" : c.req.routePath);
     // Ids from refused requests (400, 404…) may be anything a client made up: kept as labels they would

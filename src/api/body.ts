@@ -5,10 +5,41 @@ import { BordeError } from "../errors.js";
  * streaming, since a client may lie or send chunked data) and strict UTF-8.
  */
 export async function readJsonBody(req: Request, limit: number, onSize?: (bytes: number) => void): Promise<unknown> {
-  const declared = req.headers.get("content-length");
-  if (declared !== null && Number(declared) > limit) throw tooLarge(limit);
   // The body is parsed as JSON whatever Content-Type says: Cloudflare's own examples use `curl -d`,
   // which sends application/x-www-form-urlencoded.
+  return parseJson(await readBody(req, limit, onSize));
+}
+
+/**
+ * A model call's body, as Workers AI takes it: JSON (any Content-Type but those below), a multipart
+ * upload (file parts become bytes, other parts strings), or the raw bytes of an image or audio file
+ * (`image/*`, `audio/*`, `application/octet-stream`), which stand for the task's media field.
+ */
+export async function readInputBody(req: Request, limit: number, onSize?: (bytes: number) => void): Promise<{ json: unknown } | { binary: Uint8Array }> {
+  const type = (req.headers.get("content-type") ?? "").toLowerCase();
+  const bytes = await readBody(req, limit, onSize);
+  if (/^(image|audio|video)\/|^application\/octet-stream/.test(type)) {
+    if (bytes.byteLength === 0) throw new BordeError("IncompleteRequest", "Request is missing a body: send the file's bytes");
+    return { binary: bytes };
+  }
+  if (!type.startsWith("multipart/form-data")) return { json: parseJson(bytes) };
+  let form: FormData;
+  try {
+    form = await new Response(bytes, { headers: { "content-type": type } }).formData();
+  } catch {
+    throw new BordeError("InvalidInput", "Invalid input: malformed multipart body");
+  }
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of form) {
+    if (key === "__proto__" || key in out) throw new BordeError("InvalidInput", `Invalid input: field ${JSON.stringify(key.slice(0, 64))} is repeated or reserved`);
+    out[key] = typeof value === "string" ? value : new Uint8Array(await value.arrayBuffer());
+  }
+  return { json: out };
+}
+
+async function readBody(req: Request, limit: number, onSize?: (bytes: number) => void): Promise<Uint8Array> {
+  const declared = req.headers.get("content-length");
+  if (declared !== null && Number(declared) > limit) throw tooLarge(limit);
   if (!req.body) throw new BordeError("IncompleteRequest", "Request is missing a body: send a JSON object");
   // With a declared length the HTTP parser already bounds the body: read it in one go (cheaper than
   // pulling a web stream chunk by chunk, which is what chunked bodies need for the limit check).
@@ -20,7 +51,7 @@ export async function readJsonBody(req: Request, limit: number, onSize?: (bytes:
       throw new BordeError("Aborted", "Request was aborted by the client while sending its body", { cause });
     }
     onSize?.(buf.byteLength);
-    return parseJson(new Uint8Array(buf));
+    return new Uint8Array(buf);
   }
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -43,7 +74,7 @@ export async function readJsonBody(req: Request, limit: number, onSize?: (bytes:
     chunks.push(value);
   }
   onSize?.(size);
-  return parseJson(Buffer.concat(chunks));
+  return Buffer.concat(chunks);
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });

@@ -39,6 +39,8 @@ export type Env = {
     model: string;
     /** Size of the request body, for the usage record. */
     bytesIn: number;
+    /** This node's PoP (`borde-pop` on every answer). */
+    pop: string;
     /** Metrics route label for traffic no route pattern names (workers routed by Host). */
     routeLabel: string;
   };
@@ -58,6 +60,9 @@ export interface Call {
 }
 
 export function callContext(c: Ctx, config: Config): Call {
+  // Data residency per request; checked before anything is set up so a bad value costs nothing.
+  const pin = c.req.header("borde-jurisdiction");
+  if (pin !== undefined && !/^[a-z]{2,16}$/.test(pin)) throw new BordeError("InvalidInput", "Invalid borde-jurisdiction header: 2-16 lowercase letters, e.g. eu");
   const controller = new AbortController();
   const timer = setTimeout(
     () => controller.abort(new BordeError("Timeout", `Request timeout: no answer within ${config.requestTimeoutMs} ms`)),
@@ -67,7 +72,7 @@ export function callContext(c: Ctx, config: Config): Call {
   const onClientAbort = () => controller.abort(new BordeError("Aborted", "Request was aborted by the client"));
   if (clientSignal.aborted) onClientAbort();
   else clientSignal.addEventListener("abort", onClientAbort, { once: true });
-  const ctx: CallContext = { requestId: c.get("requestId"), principal: c.get("principal"), signal: controller.signal };
+  const ctx: CallContext = { requestId: c.get("requestId"), principal: c.get("principal"), signal: controller.signal, jurisdiction: pin ?? null };
   return {
     ctx,
     controller,
@@ -78,4 +83,10 @@ export function callContext(c: Ctx, config: Config): Call {
       ctx.release = undefined;
     },
   };
+}
+
+/** Where the answer was made: the PoP that took the request, and the one (or upstream) that ran it. */
+export function placeHeaders(c: Ctx, ctx: CallContext): Record<string, string> {
+  const pop = c.get("pop");
+  return { "borde-pop": pop, "borde-served-by": ctx.servedBy ?? pop };
 }

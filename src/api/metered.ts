@@ -1,6 +1,6 @@
 import type { ServerResponse } from "node:http";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
-import type { ApiDeps, Call, Ctx } from "./context.js";
+import { placeHeaders, type ApiDeps, type Call, type Ctx } from "./context.js";
 import type { Emit, Last } from "./stream.js";
 
 /**
@@ -13,8 +13,9 @@ export function meteredJson(c: Ctx, deps: ApiDeps, call: Call, payload: unknown)
   const bytes = Buffer.byteLength(body);
   deps.meter.commit(call.ctx, { bytesIn: c.get("bytesIn") ?? 0, bytesOut: bytes });
   const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
-  if (!outgoing) return c.body(body, 200, { "content-type": "application/json" });
-  outgoing.writeHead(200, { "content-type": "application/json", "content-length": bytes, "x-request-id": c.get("requestId") });
+  const place = placeHeaders(c, call.ctx);
+  if (!outgoing) return c.body(body, 200, { "content-type": "application/json", ...place });
+  outgoing.writeHead(200, { "content-type": "application/json", "content-length": bytes, "x-request-id": c.get("requestId"), ...place });
   outgoing.end(body);
   return RESPONSE_ALREADY_SENT;
 }

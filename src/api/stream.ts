@@ -2,7 +2,7 @@ import type { ServerResponse } from "node:http";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import type { Context } from "hono";
 import { BordeError } from "../errors.js";
-import type { Call, Ctx } from "./context.js";
+import { placeHeaders, type Call, type Ctx } from "./context.js";
 import { errorBody, toBordeError, type Flavor } from "./errors.js";
 import { SSE_HEADERS, sseData } from "./sse.js";
 
@@ -13,6 +13,8 @@ export interface StreamHooks {
   onCancel: () => void;
   onError: (e: unknown, emit: Emit) => void;
   onEnd?: () => void;
+  /** Headers decided while the call ran (where it was served), read when the stream starts. */
+  headers?: () => Record<string, string>;
 }
 
 /** The hooks every generation stream uses: cancel on disconnect, an error event in the route's envelope, release the call. */
@@ -25,6 +27,7 @@ export function streamHooks(c: Ctx, call: Call, flavor: Flavor): StreamHooks {
       emit(sseData(errorBody(err, flavor)));
     },
     onEnd: call.done,
+    headers: () => placeHeaders(c, call.ctx),
   };
 }
 
@@ -39,7 +42,7 @@ export async function respondWithStream(c: Context, requestId: string, run: (emi
   if (!outgoing) {
     const started = await startStream(run, hooks);
     if (!started.ok) throw started.error;
-    return c.body(started.stream, 200, SSE_HEADERS);
+    return c.body(started.stream, 200, { ...SSE_HEADERS, ...hooks.headers?.() });
   }
   return new Promise<Response>((resolve, reject) => {
     let committed = false;
@@ -53,7 +56,7 @@ export async function respondWithStream(c: Context, requestId: string, run: (emi
     outgoing.once("close", onClose);
     const commit = () => {
       committed = true;
-      outgoing.writeHead(200, { ...SSE_HEADERS, "x-request-id": requestId });
+      outgoing.writeHead(200, { ...SSE_HEADERS, "x-request-id": requestId, ...hooks.headers?.() });
       // The adapter's marker for "the handler wrote the response itself". It must be this very object:
       // a Response built after the adapter replaced the global class takes a fast path that ignores it.
       resolve(RESPONSE_ALREADY_SENT);

@@ -1,7 +1,7 @@
 /**
  * Downloads one file from a Hugging Face hub (or anything that answers its `resolve` URLs) into the
  * model store: resumable through `<dest>.partial`, sha256-verified, installed with an atomic rename
- * so a half-written file is never at `dest`.
+ * so a half-written file is never at `dest`. `pull-repo.ts` builds whole repo folders from it.
  */
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
@@ -68,6 +68,7 @@ export class PullError extends Error {
 const MAX_REDIRECTS = 10;
 const PROGRESS_INTERVAL_MS = 100;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
+const SHA1_HEX = /^[0-9a-f]{40}$/;
 
 /** The hub URL of a file: `${endpoint}/${repo}/resolve/${revision}/${file}`, each segment encoded. */
 export function resolveUrl(endpoint: string, source: Pick<HubSource, "repo" | "file" | "revision">): string {
@@ -84,11 +85,11 @@ export function resolveUrl(endpoint: string, source: Pick<HubSource, "repo" | "f
   return `${base}/${segments(source.repo, "repo")}/resolve/${encodeURIComponent(source.revision)}/${segments(source.file, "file")}`;
 }
 
-/** `"<hex>"`, `W/"<hex>"` or `<hex>` → lower-case hex, if it is a sha256. */
-function sha256FromEtag(value: string | null): string | null {
+/** `"<hex>"`, `W/"<hex>"` or `<hex>` → lower-case hex, if it has the given form. */
+function hexFromEtag(value: string | null, form: RegExp): string | null {
   if (value === null) return null;
   const v = value.trim().replace(/^W\//, "").replace(/^"(.*)"$/, "$1").toLowerCase();
-  return SHA256_HEX.test(v) ? v : null;
+  return form.test(v) ? v : null;
 }
 
 function parseSize(value: string | null): number | null {
@@ -113,7 +114,7 @@ async function fileSize(p: string): Promise<number> {
   }
 }
 
-async function hashFile(p: string, hash: Hash, length: number): Promise<void> {
+async function hashFile(p: string, hash: Hasher, length: number): Promise<void> {
   if (length === 0) return;
   const stream = createReadStream(p, { start: 0, end: length - 1 });
   for await (const chunk of stream) hash.update(chunk as Buffer);
@@ -122,8 +123,15 @@ async function hashFile(p: string, hash: Hash, length: number): Promise<void> {
 interface HubHeaders {
   /** From `X-Linked-Etag`, else a 64-hex `ETag` from the hub's own origin. */
   sha256: string | null;
+  /**
+   * A 40-hex `ETag` from the hub's own origin: for a file kept in git rather than LFS (config.json,
+   * tokenizer.json) the hub's ETag is the git blob id, sha1 over `blob <size>\0` and the bytes.
+   */
+  gitBlob: string | null;
   /** From `X-Linked-Size`. */
   size: number | null;
+  /** From `X-Repo-Commit`: the commit a branch or tag resolved to. */
+  commit: string | null;
 }
 
 interface Fetched {
@@ -145,38 +153,54 @@ function httpError(status: number, url: string, tokenSent: boolean): PullError {
   return new PullError("http", `hub answered ${status} for ${url}${hint}`, status);
 }
 
+function isRedirect(status: number): boolean {
+  return status >= 300 && status < 400 && status !== 304;
+}
+
 /**
- * GET with redirects followed by hand: the hub 302s to a CDN on another host, and the token must
+ * Requests with redirects followed by hand: the hub 302s to a CDN on another host, and the token must
  * only ever go to the hub's own origin. (Fetch drops Authorization across origins too, but not every
  * runtime or injected fetch does, and the hub's headers on the redirect itself are needed.)
+ * `stopAt` ends the walk early on an answer that already says enough (a HEAD probe).
  */
-async function get(url: string, range: number, options: PullOptions): Promise<Fetched> {
+async function hubRequest(
+  url: string,
+  init: { method: "GET" | "HEAD"; range: number; stopAt?: (response: Response, hub: HubHeaders, crossOrigin: boolean) => boolean },
+  options: PullOptions,
+): Promise<Fetched> {
   const doFetch = options.fetch ?? globalThis.fetch;
   const hubOrigin = new URL(url).origin;
-  const hub: HubHeaders = { sha256: null, size: null };
+  const hub: HubHeaders = { sha256: null, gitBlob: null, size: null, commit: null };
   let current = url;
   for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
     const sameOrigin = new URL(current).origin === hubOrigin;
     const headers: Record<string, string> = { "user-agent": "borde", "accept-encoding": "identity" };
-    if (range > 0) headers.range = `bytes=${range}-`;
+    if (init.range > 0) headers.range = `bytes=${init.range}-`;
     if (options.token && sameOrigin) headers.authorization = `Bearer ${options.token}`;
     let response: Response;
     try {
-      response = await doFetch(current, { headers, redirect: "manual", signal: options.signal });
+      response = await doFetch(current, { method: init.method, headers, redirect: "manual", signal: options.signal });
     } catch (e) {
       if (options.signal?.aborted) throw options.signal.reason ?? e;
       throw new PullError("network", `cannot reach ${hop === 0 ? url : new URL(current).host}: ${errorText(e)}`, undefined, { cause: e });
     }
     // The hub sends the LFS sha256 and size on its own answers (the redirect, or the file itself).
-    hub.sha256 ??= sha256FromEtag(response.headers.get("x-linked-etag"));
+    hub.sha256 ??= hexFromEtag(response.headers.get("x-linked-etag"), SHA256_HEX);
     hub.size ??= parseSize(response.headers.get("x-linked-size"));
-    if (sameOrigin) hub.sha256 ??= sha256FromEtag(response.headers.get("etag"));
+    if (sameOrigin) {
+      hub.sha256 ??= hexFromEtag(response.headers.get("etag"), SHA256_HEX);
+      // A CDN's ETag is its own business (S3 multipart ids); only the hub's names a git blob.
+      if (response.headers.get("x-linked-etag") === null) hub.gitBlob ??= hexFromEtag(response.headers.get("etag"), SHA1_HEX);
+      hub.commit ??= hexFromEtag(response.headers.get("x-repo-commit"), SHA1_HEX);
+    }
 
-    if (response.status >= 300 && response.status < 400 && response.status !== 304) {
+    if (isRedirect(response.status)) {
       const location = response.headers.get("location");
       await response.body?.cancel().catch(() => {});
       if (!location) throw new PullError("http", `hub answered ${response.status} without a Location for ${url}`, response.status);
-      current = new URL(location, current).toString();
+      const next = new URL(location, current);
+      if (init.stopAt?.(response, hub, next.origin !== hubOrigin)) return { response, hub };
+      current = next.toString();
       continue;
     }
     if (response.status === 416 || response.ok) return { response, hub };
@@ -184,6 +208,19 @@ async function get(url: string, range: number, options: PullOptions): Promise<Fe
     throw httpError(response.status, url, Boolean(options.token));
   }
   throw new PullError("http", `too many redirects for ${url}`);
+}
+
+/**
+ * What the hub says about a file before downloading it: its size and the commit its revision is at.
+ * A HEAD that stops at the hub's own redirect to a CDN (which carries `X-Linked-Size`), the way hub
+ * clients learn a file's metadata; refused files (401, 404) fail here, before any byte is fetched.
+ */
+export async function probeFile(source: Pick<HubSource, "repo" | "file" | "revision">, options: PullOptions): Promise<{ size: number | null; commit: string | null }> {
+  const url = resolveUrl(options.endpoint, source);
+  const { response, hub } = await hubRequest(url, { method: "HEAD", range: 0, stopAt: (_r, hub, crossOrigin) => crossOrigin || hub.size !== null }, options);
+  await response.body?.cancel().catch(() => {});
+  const size = hub.size ?? (response.ok ? parseSize(response.headers.get("content-length")) : null);
+  return { size, commit: hub.commit };
 }
 
 function errorText(e: unknown): string {
@@ -214,11 +251,51 @@ class Progress {
   }
 }
 
+/** What the downloaded bytes must hash to. */
+type Expected = { kind: "sha256"; hex: string; from: "catalog" | "hub" } | { kind: "git-blob"; hex: string };
+
+/** Always the bytes' sha256 (what a pull reports); also git's blob id when that is what is checked. */
+class Hasher {
+  private readonly sha256 = createHash("sha256");
+  private readonly blob: Hash | null;
+  constructor(gitBlobSize: number | null) {
+    this.blob = gitBlobSize === null ? null : createHash("sha1").update(`blob ${gitBlobSize}\0`);
+  }
+  update(bytes: Uint8Array): void {
+    this.sha256.update(bytes);
+    this.blob?.update(bytes);
+  }
+  digest(): { sha256: string; gitBlob: string | null } {
+    return { sha256: this.sha256.digest("hex"), gitBlob: this.blob?.digest("hex") ?? null };
+  }
+}
+
+function hasherFor(expected: Expected, size: number): Hasher {
+  return new Hasher(expected.kind === "git-blob" ? size : null);
+}
+
+/** The mismatch, as one line; null when the bytes are the expected ones. */
+function mismatch(expected: Expected, got: { sha256: string; gitBlob: string | null }, url: string): string | null {
+  if (expected.kind === "sha256") return got.sha256 === expected.hex ? null : `sha256 mismatch for ${url}: expected ${expected.hex}, got ${got.sha256}`;
+  return got.gitBlob === expected.hex ? null : `git blob id mismatch for ${url}: expected ${expected.hex} (the hub's ETag), got ${got.gitBlob}`;
+}
+
+/**
+ * How a file may be verified. A GGUF, or any weights file, must have a sha256 (the catalog's or the
+ * hub's LFS one). `gitBlob` also accepts, for a file the hub keeps in git rather than LFS and so
+ * has no sha256 for, the git blob id the hub sends as its ETag: the bytes are then proven to be
+ * the ones in the hub's commit, with SHA-1's (weaker, but not forgeable by a transfer error or a
+ * truncation) strength. Repo pulls use it for config.json and tokenizer files.
+ */
+export interface VerifyPolicy {
+  gitBlob: boolean;
+}
+
 /**
  * Pulls `source` into `dest`. Resumes `${dest}.partial` when one is there; refuses to install a
  * file whose sha256 it cannot check (no `source.sha256` and no hub-provided hash).
  */
-export async function pullFile(source: HubSource, dest: string, options: PullOptions): Promise<PullResult> {
+export async function pullFile(source: HubSource, dest: string, options: PullOptions, policy: VerifyPolicy = { gitBlob: false }): Promise<PullResult> {
   const url = resolveUrl(options.endpoint, source);
   const partial = `${dest}.partial`;
   if (source.sha256 !== null && !SHA256_HEX.test(source.sha256.toLowerCase())) {
@@ -228,7 +305,7 @@ export async function pullFile(source: HubSource, dest: string, options: PullOpt
 
   // At most one restart from zero: after a 200 that ignored Range, a bad 416 or a wrong Content-Range.
   for (let attempt = 0; ; attempt++) {
-    const outcome = await attemptPull(source, url, dest, partial, options, attempt > 0);
+    const outcome = await attemptPull(source, url, dest, partial, options, policy, attempt > 0);
     if (outcome !== "restart") return outcome;
     if (attempt >= 1) throw new PullError("http", `hub kept answering inconsistent ranges for ${url}`);
     await rm(partial, { force: true });
@@ -241,6 +318,7 @@ async function attemptPull(
   dest: string,
   partial: string,
   options: PullOptions,
+  policy: VerifyPolicy,
   fresh: boolean,
 ): Promise<PullResult | "restart"> {
   let start = fresh ? 0 : await fileSize(partial);
@@ -249,19 +327,13 @@ async function attemptPull(
     start = 0;
   }
 
-  const { response, hub } = await get(url, start, options);
+  const { response, hub } = await hubRequest(url, { method: "GET", range: start }, options);
   try {
-    const expectedSha = source.sha256?.toLowerCase() ?? hub.sha256;
-    if (expectedSha === null) {
-      throw new PullError(
-        "unverifiable",
-        `no sha256 known for ${url}: the catalog has none and the hub sent no X-Linked-Etag; refusing to install an unverified file`,
-      );
-    }
+    const expected = expectedDigest(source, hub, policy, url);
     // A catalog pin that disagrees with the hub means the file changed upstream: stop before downloading it.
-    if (source.sha256 !== null && hub.sha256 !== null && hub.sha256 !== expectedSha) {
+    if (expected.kind === "sha256" && expected.from === "catalog" && hub.sha256 !== null && hub.sha256 !== expected.hex) {
       await rm(partial, { force: true });
-      throw new PullError("checksum", `sha256 mismatch for ${url}: expected ${expectedSha} (catalog), hub reports ${hub.sha256}`);
+      throw new PullError("checksum", `sha256 mismatch for ${url}: expected ${expected.hex} (catalog), hub reports ${hub.sha256}`);
     }
     if (source.size !== null && hub.size !== null && hub.size !== source.size) {
       await rm(partial, { force: true });
@@ -273,10 +345,10 @@ async function attemptPull(
       // Nothing left past `start`: the partial is either the whole file or garbage.
       const total = parseContentRange(response.headers.get("content-range"))?.total ?? expectedSize;
       if (start > 0 && total !== null && start === total) {
-        const hash = createHash("sha256");
+        const hash = hasherFor(expected, start);
         await hashFile(partial, hash, start);
-        const got = hash.digest("hex");
-        if (got === expectedSha) return await install(partial, dest, got, start, start, options, expectedSize);
+        const got = hash.digest();
+        if (mismatch(expected, got, url) === null) return await install(partial, dest, got.sha256, start, start, options, expectedSize);
       }
       return "restart";
     }
@@ -292,11 +364,15 @@ async function attemptPull(
       expectedSize ??= parseSize(response.headers.get("content-length"));
     }
     if (expectedSize !== null && offset > expectedSize) return "restart";
+    // Git's blob id hashes the size first, so it must be known before the first byte.
+    if (expected.kind === "git-blob" && expectedSize === null) {
+      throw new PullError("unverifiable", `the hub sent no size for ${url}, needed to check its git blob id; refusing to install an unverified file`);
+    }
 
-    const hash = createHash("sha256");
+    const hash = hasherFor(expected, expectedSize ?? 0);
     await hashFile(partial, hash, offset);
     const received = await receive(response, partial, offset, hash, expectedSize, url, options);
-    const got = hash.digest("hex");
+    const got = hash.digest();
 
     if (expectedSize !== null && received < expectedSize) {
       throw new PullError("incomplete", `transfer of ${url} ended early at ${received} of ${expectedSize} bytes; pull again to resume`);
@@ -305,15 +381,24 @@ async function attemptPull(
       await rm(partial, { force: true });
       throw new PullError("size", `size mismatch for ${url}: expected ${expectedSize} bytes, got ${received}`);
     }
-    if (got !== expectedSha) {
+    const wrong = mismatch(expected, got, url);
+    if (wrong !== null) {
       await rm(partial, { force: true });
-      throw new PullError("checksum", `sha256 mismatch for ${url}: expected ${expectedSha}, got ${got}`);
+      throw new PullError("checksum", wrong);
     }
-    return await install(partial, dest, got, received, offset, options, expectedSize);
+    return await install(partial, dest, got.sha256, received, offset, options, expectedSize);
   } finally {
     // Releases the connection when we bail out before reading the body (no-op once consumed).
     await response.body?.cancel().catch(() => {});
   }
+}
+
+function expectedDigest(source: HubSource, hub: HubHeaders, policy: VerifyPolicy, url: string): Expected {
+  if (source.sha256 !== null) return { kind: "sha256", hex: source.sha256.toLowerCase(), from: "catalog" };
+  if (hub.sha256 !== null) return { kind: "sha256", hex: hub.sha256, from: "hub" };
+  if (policy.gitBlob && hub.gitBlob !== null) return { kind: "git-blob", hex: hub.gitBlob };
+  const sent = policy.gitBlob ? "no X-Linked-Etag and no git blob ETag" : "no X-Linked-Etag";
+  throw new PullError("unverifiable", `no sha256 known for ${url}: the catalog has none and the hub sent ${sent}; refusing to install an unverified file`);
 }
 
 /** Streams the body into the partial file (appending at `offset`), hashing as it goes. */
@@ -321,7 +406,7 @@ async function receive(
   response: Response,
   partial: string,
   offset: number,
-  hash: Hash,
+  hash: Hasher,
   expectedSize: number | null,
   url: string,
   options: PullOptions,

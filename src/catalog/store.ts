@@ -1,11 +1,14 @@
 import fs from "node:fs/promises";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
+import type { EngineName } from "../engines/contract.js";
 import { BordeError } from "../errors.js";
 import catalogJson from "./catalog.json" with { type: "json" };
 import { parseModelId } from "./ids.js";
+import { withPullLock } from "./lock.js";
+import { pullRepo, stagingDir, type RepoPullResult } from "./pull-repo.js";
 import { pullFile, type PullOptions, type PullResult } from "./pull.js";
-import { fileURLToPath } from "node:url";
-import type { BundledModel, CatalogEntry, ModelInfo, Task } from "./types.js";
+import { isRepoSource, type BundledModel, type CatalogEntry, type ModelInfo, type Task } from "./types.js";
 
 export const CATALOG: readonly CatalogEntry[] = Object.freeze(catalogJson as CatalogEntry[]);
 
@@ -14,6 +17,7 @@ export const BUNDLED: readonly BundledModel[] = Object.freeze([
   {
     id: "@borde/stories260k",
     task: "text-generation",
+    engine: "llama",
     description: "A 260K-parameter llama trained on TinyStories (ships with Borde; writes short children's stories)",
     path: fileURLToPath(new URL("../../models/stories260K.gguf", import.meta.url)),
     license: "MIT",
@@ -22,22 +26,26 @@ export const BUNDLED: readonly BundledModel[] = Object.freeze([
 
 export interface ModelStoreOptions {
   dir: string;
-  /** Reads a GGUF file's task from its metadata (the engine knows how). */
-  inspect: (file: string) => Promise<{ task: Task }>;
+  /** Reads a model file's (or folder's) task and engine (the engines know how); throws for what is not a model. */
+  inspect: (file: string) => Promise<{ task: Task; engine: EngineName }>;
   catalog?: readonly CatalogEntry[];
   bundled?: readonly BundledModel[];
 }
 
+/** The folder under the models dir that catalog pulls go to; never an operator's model. */
+const CATALOG_DIR = "catalog";
+
 /**
- * The models folder. Top-level `*.gguf` files are the operator's own (`@local/<stem>`); catalog
- * models are pulled into `catalog/` under it, named after their id, so the two never collide.
+ * The models folder. Its top-level `*.gguf` files and folders are the operator's own
+ * (`@local/<stem>`, `@local/<folder>`); catalog models are pulled into `catalog/` under it, named
+ * after their id (a file, or a folder for a repo), so the two never collide.
  */
 export class ModelStore {
   readonly dir: string;
   private readonly catalog: Map<string, CatalogEntry>;
   private readonly bundled: Map<string, BundledModel>;
   private readonly inspect: ModelStoreOptions["inspect"];
-  private readonly taskCache = new Map<string, { mtimeMs: number; size: number; task: Task }>();
+  private readonly taskCache = new Map<string, { mtimeMs: number; size: number; task: Task; engine: EngineName }>();
 
   constructor(options: ModelStoreOptions) {
     this.dir = path.resolve(options.dir);
@@ -50,32 +58,22 @@ export class ModelStore {
     return this.catalog.get(id);
   }
 
-  /** Where a catalog model lives once pulled. */
+  /** Where a catalog model lives once pulled: a file named after its id, or a folder for a repo. */
   catalogPath(entry: CatalogEntry): string {
     const safe = entry.id.slice(1).replaceAll("/", "__");
-    return path.join(this.dir, "catalog", `${safe}.gguf`);
+    const name = isRepoSource(entry.source) ? safe : `${safe}${path.extname(entry.source.file)}`;
+    return path.join(this.dir, CATALOG_DIR, name);
   }
 
   async list(): Promise<ModelInfo[]> {
     const out: ModelInfo[] = [];
     for (const b of this.bundled.values()) {
-      const st = await statFile(b.path);
-      if (st) out.push(bundledInfo(b, st.size));
+      const size = await pathSize(b.path);
+      if (size !== null) out.push(bundledInfo(b, size));
     }
     for (const entry of this.catalog.values()) {
-      const file = this.catalogPath(entry);
-      const st = await statFile(file);
-      out.push({
-        id: entry.id,
-        task: entry.task,
-        source: "catalog",
-        description: entry.description,
-        path: st ? file : null,
-        installed: st !== null,
-        sizeBytes: st?.size ?? entry.source.size,
-        license: entry.source.license,
-        hub: entry.source,
-      });
+      const installed = await this.installed(entry);
+      out.push(catalogInfo(entry, installed));
     }
     let names: string[] = [];
     try {
@@ -84,102 +82,195 @@ export class ModelStore {
       // No models folder yet: nothing local.
     }
     for (const name of names.sort()) {
-      if (!name.endsWith(".gguf")) continue;
-      const stem = name.slice(0, -".gguf".length);
-      const id = `@local/${stem}`;
-      try {
-        parseModelId(id);
-      } catch {
-        continue; // a file name we could not address safely is not served
-      }
-      const file = path.join(this.dir, name);
-      const st = await statFile(file);
-      if (!st) continue;
-      const task = await this.taskOf(file, st).catch(() => null);
-      if (!task) continue; // not a readable GGUF: skipped rather than failing the listing
-      out.push({ id, task, source: "local", description: `Operator file ${name}`, path: file, installed: true, sizeBytes: st.size, license: null, hub: null });
+      const local = await this.local(name);
+      if (!local) continue;
+      // Not a model (or not one this node can read): skipped rather than failing the listing.
+      const facts = await this.factsOf(local.path, local.stamp).catch(() => null);
+      if (!facts) continue;
+      const what = local.folder ? "folder" : "file";
+      out.push({ ...localInfo(local.id, local.path, local.stamp.size, facts), description: `Operator ${what} ${name}` });
     }
     return out;
   }
 
-  /** Resolves an id to an installed file; throws 5007 with a hint when it is not there. */
+  /** Resolves an id to an installed file or folder; throws 5007 with a hint when it is not there. */
   async resolve(id: string): Promise<ModelInfo> {
     const { namespace, segments } = parseModelId(id);
     if (namespace === "local") {
       if (segments.length !== 1) throw noSuchModel(id);
-      const file = path.join(this.dir, `${segments[0]}.gguf`);
-      // Defence in depth: the id grammar already forbids separators, but never leave the folder.
-      if (path.dirname(file) !== this.dir) throw noSuchModel(id);
-      const st = await statFile(file);
-      if (!st) throw noSuchModel(id, `No such model ${id}: the operator adds it by putting ${segments[0]}.gguf in the models folder`);
-      const task = await this.taskOf(file, st).catch((cause) => {
-        throw new BordeError("NoSuchModel", `No such model ${id}: ${path.basename(file)} is not a readable GGUF file`, { cause });
+      const name = segments[0]!;
+      const local = (await this.local(`${name}.gguf`)) ?? (await this.local(name));
+      if (!local || local.id !== id) {
+        throw noSuchModel(id, `No such model ${id}: the operator adds it by putting ${name}.gguf, or a model folder named ${name}, in the models folder`);
+      }
+      const facts = await this.factsOf(local.path, local.stamp).catch((cause: unknown) => {
+        const why = local.folder ? `is not a model folder this node can read (${cause instanceof Error ? cause.message : String(cause)})` : "is not a readable GGUF file";
+        throw new BordeError("NoSuchModel", `No such model ${id}: ${path.basename(local.path)} ${why}`, { cause });
       });
-      return { id, task, source: "local", description: "", path: file, installed: true, sizeBytes: st.size, license: null, hub: null };
+      return localInfo(id, local.path, local.stamp.size, facts);
     }
     const bundled = this.bundled.get(id);
     if (bundled) {
-      const st = await statFile(bundled.path);
-      if (!st) throw noSuchModel(id, `Bundled model ${id} is missing from this install`);
-      return bundledInfo(bundled, st.size);
+      const size = await pathSize(bundled.path);
+      if (size === null) throw noSuchModel(id, `Bundled model ${id} is missing from this install`);
+      return bundledInfo(bundled, size);
     }
     const entry = this.catalog.get(id);
     if (!entry) throw noSuchModel(id);
-    const file = this.catalogPath(entry);
-    const st = await statFile(file);
-    if (!st) throw noSuchModel(id, `Model ${id} is not installed on this node: run \`borde models pull ${id}\``);
-    return {
-      id,
-      task: entry.task,
-      source: "catalog",
-      description: entry.description,
-      path: file,
-      installed: true,
-      sizeBytes: st.size,
-      license: entry.source.license,
-      hub: entry.source,
-    };
+    const installed = await this.installed(entry);
+    if (!installed) throw noSuchModel(id, `Model ${id} is not installed on this node: run \`borde models pull ${id}\``);
+    return catalogInfo(entry, installed);
   }
 
-  async pull(id: string, options: PullOptions): Promise<PullResult> {
+  /** Downloads a catalog model; one pull per model at a time, even across processes. */
+  async pull(id: string, options: PullOptions): Promise<PullResult | RepoPullResult> {
     parseModelId(id);
     const entry = this.catalog.get(id);
-    if (!entry) throw noSuchModel(id, `No such model ${id} in the catalog (local files are added by copying them into ${this.dir})`);
-    return pullFile(entry.source, this.catalogPath(entry), options);
+    if (!entry) throw noSuchModel(id, `No such model ${id} in the catalog (local models are added by copying them into ${this.dir})`);
+    const dest = this.catalogPath(entry);
+    const source = entry.source;
+    if (isRepoSource(source)) return pullRepo(source, dest, options);
+    return withPullLock(dest, options.signal, () => pullFile(source, dest, options));
   }
 
-  /** Removes an installed model (a catalog download or an operator's file). Returns false when absent. */
+  /**
+   * Removes an installed model (a catalog download, with what an interrupted pull left, or an
+   * operator's file or folder). Returns false when there was nothing to remove.
+   */
   async remove(id: string): Promise<boolean> {
     if (this.bundled.has(id)) throw new BordeError("InvalidInput", `${id} ships with Borde and cannot be removed`);
+    parseModelId(id);
+    const entry = this.catalog.get(id);
+    if (entry) {
+      const dest = this.catalogPath(entry);
+      let removed = false;
+      for (const p of [dest, isRepoSource(entry.source) ? stagingDir(dest) : `${dest}.partial`]) {
+        if (!(await fs.lstat(p).catch(() => null))) continue;
+        await fs.rm(p, { recursive: true, force: true });
+        removed = true;
+      }
+      return removed;
+    }
     const info = await this.resolve(id).catch(() => null);
     if (!info?.path) return false;
-    await fs.rm(info.path, { force: true });
-    await fs.rm(`${info.path}.partial`, { force: true });
+    await fs.rm(info.path, { recursive: true, force: true });
     return true;
   }
 
-  private async taskOf(file: string, st: { size: number; mtimeMs: number }): Promise<Task> {
-    const hit = this.taskCache.get(file);
-    if (hit && hit.mtimeMs === st.mtimeMs && hit.size === st.size) return hit.task;
-    const { task } = await this.inspect(file);
-    this.taskCache.set(file, { mtimeMs: st.mtimeMs, size: st.size, task });
-    return task;
+  private async installed(entry: CatalogEntry): Promise<{ path: string; size: number } | null> {
+    const p = this.catalogPath(entry);
+    const st = await fs.stat(p).catch(() => null);
+    if (!st) return null;
+    if (!isRepoSource(entry.source)) return st.isFile() ? { path: p, size: st.size } : null;
+    if (!st.isDirectory()) return null;
+    return { path: p, size: (await pathSize(p)) ?? 0 };
+  }
+
+  /**
+   * A top-level entry of the models folder as an operator's model: a `<stem>.gguf` file, or a folder
+   * (the inspector tells whether it is a model) other than `catalog/`. Only direct children of the
+   * folder are looked at, so an id never reaches outside it (a link the operator put there is
+   * followed, as for files). A folder named like a GGUF's stem gives way to the file, which is what
+   * `@local/<stem>` resolves to.
+   */
+  private async local(name: string): Promise<{ id: string; path: string; folder: boolean; stamp: Stamp } | null> {
+    const p = path.join(this.dir, name);
+    if (path.dirname(p) !== this.dir || name === CATALOG_DIR) return null;
+    const st = await fs.stat(p).catch(() => null);
+    if (!st) return null;
+    let id: string;
+    if (st.isFile()) {
+      if (!name.endsWith(".gguf")) return null;
+      id = `@local/${name.slice(0, -".gguf".length)}`;
+    } else if (st.isDirectory()) {
+      if (await fs.stat(`${p}.gguf`).then((s) => s.isFile(), () => false)) return null;
+      id = `@local/${name}`;
+    } else {
+      return null;
+    }
+    try {
+      parseModelId(id);
+    } catch {
+      return null; // a name we could not address safely is not served
+    }
+    const stamp = st.isFile() ? { mtimeMs: st.mtimeMs, size: st.size } : await folderStamp(p, st.mtimeMs);
+    return { id, path: p, folder: st.isDirectory(), stamp };
+  }
+
+  private async factsOf(p: string, stamp: Stamp): Promise<{ task: Task; engine: EngineName }> {
+    const hit = this.taskCache.get(p);
+    if (hit && hit.mtimeMs === stamp.mtimeMs && hit.size === stamp.size) return { task: hit.task, engine: hit.engine };
+    const { task, engine } = await this.inspect(p);
+    this.taskCache.set(p, { ...stamp, task, engine });
+    return { task, engine };
   }
 }
 
+/** What the inspector's cached answer is checked against: a file's mtime and size, or a folder's (see `folderStamp`). */
+interface Stamp {
+  mtimeMs: number;
+  size: number;
+}
+
+/** Subfolders deeper than this are not looked into (a hub layout is one or two deep). */
+const MAX_DEPTH = 4;
+
+/**
+ * A folder changes when a file is added, removed or rewritten in it or in its subfolders (`onnx/`):
+ * the newest mtime and the total size over all of it tell so, without reading any file. Linked
+ * files are followed (a hub cache snapshot links its files to blobs); linked folders are not
+ * descended into, so a link loop cannot trap the walk.
+ */
+async function folderStamp(dir: string, mtimeMs: number, depth = 0): Promise<Stamp> {
+  let stamp = { mtimeMs, size: 0 };
+  for (const entry of await fs.readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const p = path.join(dir, entry.name);
+    const st = await fs.stat(p).catch(() => null);
+    if (!st) continue;
+    let sub: Stamp = { mtimeMs: st.mtimeMs, size: st.isFile() ? st.size : 0 };
+    if (entry.isDirectory() && depth < MAX_DEPTH) sub = await folderStamp(p, st.mtimeMs, depth + 1);
+    stamp = { mtimeMs: Math.max(stamp.mtimeMs, sub.mtimeMs), size: stamp.size + sub.size };
+  }
+  return stamp;
+}
+
+/** Bytes of a file, or of all files in a folder; null when there is nothing there. */
+async function pathSize(p: string): Promise<number | null> {
+  const st = await fs.stat(p).catch(() => null);
+  if (!st) return null;
+  return st.isDirectory() ? (await folderStamp(p, st.mtimeMs)).size : st.size;
+}
+
+function catalogInfo(entry: CatalogEntry, installed: { path: string; size: number } | null): ModelInfo {
+  const source = entry.source;
+  const catalogSize = isRepoSource(source) ? sumOrNull(source.files.map((f) => f.size)) : source.size;
+  return {
+    id: entry.id,
+    task: entry.task,
+    engine: entry.engine ?? "llama",
+        options: entry.options,
+    source: "catalog",
+    description: entry.description,
+    path: installed?.path ?? null,
+    installed: installed !== null,
+    sizeBytes: installed?.size ?? catalogSize,
+    license: source.license,
+    hub: source,
+  };
+}
+
+function localInfo(id: string, p: string, size: number, facts: { task: Task; engine: EngineName }): ModelInfo {
+  return { id, ...facts, source: "local", description: "", path: p, installed: true, sizeBytes: size, license: null, hub: null };
+}
+
 function bundledInfo(b: BundledModel, size: number): ModelInfo {
-  return { id: b.id, task: b.task, source: "bundled", description: b.description, path: b.path, installed: true, sizeBytes: size, license: b.license, hub: null };
+  return { id: b.id, task: b.task, engine: b.engine, options: b.options, source: "bundled", description: b.description, path: b.path, installed: true, sizeBytes: size, license: b.license, hub: null };
+}
+
+function sumOrNull(sizes: (number | null)[]): number | null {
+  return sizes.every((s): s is number => s !== null) ? sizes.reduce((a, b) => a + b, 0) : null;
 }
 
 function noSuchModel(id: string, message?: string): BordeError {
   return new BordeError("NoSuchModel", message ?? `No such model ${id} or task`);
-}
-
-async function statFile(file: string): Promise<{ size: number; mtimeMs: number } | null> {
-  try {
-    const st = await fs.stat(file);
-    return st.isFile() ? { size: st.size, mtimeMs: st.mtimeMs } : null;
-  } catch {
-    return null;
-  }
 }

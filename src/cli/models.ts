@@ -1,6 +1,6 @@
 import { createProgressBar, ModelStore, PullError } from "../catalog/index.js";
 import { loadConfig } from "../config/index.js";
-import { inspectGguf } from "../engines/llama/index.js";
+import { BUNDLED_MODELS, inspectModel } from "../engines/index.js";
 import { parse, UsageError } from "./args.js";
 
 const HELP = `Usage: borde models <list|pull|rm> [options]
@@ -28,7 +28,7 @@ export async function modelsCommand(argv: string[]): Promise<number> {
   }
   const config = loadConfig({ modelsDir: values["models-dir"] });
   // Reading a GGUF header needs no engine, so these commands start fast.
-  const store = new ModelStore({ dir: config.modelsDir, inspect: inspectGguf });
+  const store = new ModelStore({ dir: config.modelsDir, inspect: inspectModel, bundled: BUNDLED_MODELS });
   switch (sub) {
     case "list": {
       const models = await store.list();
@@ -55,8 +55,12 @@ export async function modelsCommand(argv: string[]): Promise<number> {
           bar.update(p);
         };
         const r = await store.pull(id, { endpoint: config.hfEndpoint, token: config.hfToken, signal: controller.signal, onProgress });
-        bar.done();
-        console.log(`pulled ${id} -> ${r.path} (${r.size} bytes, sha256 ${r.sha256}${r.resumedFrom ? `, resumed at ${r.resumedFrom}` : ""})`);
+        if (reported) bar.done();
+        const resumed = r.resumedFrom ? `, resumed at ${r.resumedFrom}` : "";
+        // A repo (a folder of files) has no one sha256: each file was verified on its own.
+        if (!("files" in r)) console.log(`pulled ${id} -> ${r.path} (${r.size} bytes, sha256 ${r.sha256}${resumed})`);
+        else if (!r.pulled) console.log(`${id} is already installed at ${r.path}`);
+        else console.log(`pulled ${id} -> ${r.path} (${r.size} bytes${resumed})`);
         return 0;
       } catch (e) {
         // Finish a progress line that was started; a pull that failed before any byte must not say "done".

@@ -20,7 +20,11 @@ export const ENV_VARS = {
   contextSize: ["BORDE_CONTEXT_SIZE", "Context tokens per sequence, capped by the model's training context (default 2048)"],
   maxQueue: ["BORDE_MAX_QUEUE", "Requests that may wait for a free sequence per model; more are answered 429/3040 (default 64)"],
   requestTimeoutMs: ["BORDE_REQUEST_TIMEOUT_MS", "Deadline of one request, queueing included; past it 408/3007 (default 120000)"],
-  maxBodyBytes: ["BORDE_MAX_BODY_BYTES", "Largest accepted request body; larger gets 413/3006 (default 10485760)"],
+  maxBodyBytes: ["BORDE_MAX_BODY_BYTES", "Largest accepted request body; larger gets 413/3006 (default 33554432: a minute of WAV sent as a JSON byte array fits)"],
+  maxImagePixels: ["BORDE_MAX_IMAGE_PIXELS", "Largest image (width × height) a model call may send; checked before decoding (default 40000000)"],
+  maxAudioSeconds: ["BORDE_MAX_AUDIO_SECONDS", "Longest audio a model call may send, in seconds (default 1800)"],
+  maxBatch: ["BORDE_MAX_BATCH", "Most requests batched into one forward pass (embeddings, classification), within what the model allows; 1 turns batching off (default 32)"],
+  batchWaitMs: ["BORDE_BATCH_WAIT_MS", "How long an embeddings or classification request waits for others to share its forward pass when the model is idle (default 2)"],
   maxTokensLimit: ["BORDE_MAX_TOKENS_LIMIT", "Largest max_tokens a request may ask for (default 4096)"],
   autoPull: ["BORDE_AUTO_PULL", "Pull a catalog model on first request instead of answering 5007 (default false)"],
   preload: ["BORDE_PRELOAD", "Comma-separated model ids to load at start-up"],
@@ -58,6 +62,7 @@ export const DEFAULT_RATE_LIMITS: Readonly<Record<string, number>> = Object.free
   "text-to-image": 720,
   translation: 720,
   summarization: 1500,
+  "voice-activity-detection": 3000,
 });
 
 function parseRateLimits(s: string, ctx: z.RefinementCtx): Record<string, number> {
@@ -88,7 +93,11 @@ export const ConfigSchema = z.object({
   contextSize: int(64, 1 << 20).default(2048),
   maxQueue: int(0, 100_000).default(64),
   requestTimeoutMs: int(100, 86_400_000).default(120_000),
-  maxBodyBytes: int(1024, 1 << 30).default(10 * 2 ** 20),
+  maxBodyBytes: int(1024, 1 << 30).default(32 * 2 ** 20),
+  maxImagePixels: int(1, 1 << 30).default(40_000_000),
+  maxAudioSeconds: int(1, 86_400).default(1800),
+  batchWaitMs: int(0, 1000).default(2),
+  maxBatch: int(1, 1024).default(32),
   maxTokensLimit: int(1, 1 << 20).default(4096),
   autoPull: boolish.default(false),
   preload: z.union([z.array(z.string()), z.string().transform((s) => s.split(",").map((x) => x.trim()).filter(Boolean))]).default([]),

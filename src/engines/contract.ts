@@ -1,9 +1,13 @@
-import type { Task } from "../catalog/types.js";
+import type { Task, TaskInput, TaskOutput } from "../tasks/types.js";
 
 /**
- * The one engine contract. The scheduler, the API and the CLI depend on this file only; llama.cpp
- * (and later ONNX, TF.js and remote engines) implement it.
+ * The one engine contract. The scheduler, the API and the CLI depend on this file only; every
+ * engine (llama.cpp, ONNX, TF.js, fastText, Tesseract) implements it. A loaded model offers the calls
+ * of its task: `generate` (text generation), `embed` (embeddings), or `infer` (every other task).
  */
+
+/** The engines Borde has, each for a reason: see README "Engines". */
+export type EngineName = "llama" | "onnx" | "tfjs" | "fasttext" | "tesseract";
 
 export interface ChatMessage {
   role: "system" | "user" | "assistant" | "tool";
@@ -92,25 +96,37 @@ export interface LoadedModel {
   readonly memoryBytes: number;
   /** How many requests it can serve at once (sequences of its shared context). */
   readonly slots: number;
-  generate(request: GenerationRequest, options: GenerateOptions): Promise<GenerationResult>;
-  embed(texts: string[], options: { signal: AbortSignal }): Promise<EmbeddingResult>;
+  /**
+   * Inputs one `embed` or `infer` call may take at once: the scheduler batches concurrent requests
+   * up to this many into one forward pass. 1 (or absent) = no batching.
+   */
+  readonly maxBatch?: number;
+  generate?(request: GenerationRequest, options: GenerateOptions): Promise<GenerationResult>;
+  embed?(texts: string[], options: { signal: AbortSignal }): Promise<EmbeddingResult>;
+  /**
+   * One output per input, in order; each output is the shape of its input's task. Inputs are already
+   * decoded and validated (narrow on `input.task`).
+   */
+  infer?(inputs: TaskInput[], options: { signal: AbortSignal }): Promise<TaskOutput[]>;
   dispose(): Promise<void>;
 }
 
 export interface ModelSpec {
   id: string;
   task: Task;
+  engine: EngineName;
+  /** A file (GGUF, ONNX, fastText .bin/.ftz) or a folder (a hub repo's layout, a TF.js model). */
   path: string;
+  /** Engine-specific facts a bundled model carries (labels file, model kind…). */
+  options?: Readonly<Record<string, unknown>>;
 }
 
 export interface Engine {
-  readonly name: string;
+  readonly name: EngineName;
   /** Memory the model would take once loaded, without loading it (for the scheduler's budget). */
   estimateMemory(spec: ModelSpec): Promise<number>;
   /** Requests the model will serve at once once loaded (`LoadedModel.slots`), known before loading. */
   slotsFor(spec: ModelSpec): number;
   load(spec: ModelSpec): Promise<LoadedModel>;
-  /** Reads what the engine can tell from a file without loading it (its task). */
-  inspect(path: string): Promise<{ task: Task }>;
   dispose(): Promise<void>;
 }

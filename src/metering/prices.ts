@@ -36,6 +36,7 @@ export function unitOf(task: Task | string): Unit {
     case "image-to-text":
       return "images";
     case "automatic-speech-recognition":
+    case "voice-activity-detection":
       return "audio_seconds";
     default:
       return "tokens";

@@ -1,9 +1,11 @@
 import type { ModelInfo } from "../catalog/types.js";
-import type { Engine, LoadedModel, ModelSpec } from "../engines/contract.js";
+import type { LoadedModel, ModelSpec } from "../engines/contract.js";
+import type { ModelLoader } from "../engines/registry.js";
 import { BordeError } from "../errors.js";
 
 export interface SchedulerOptions {
-  engine: Engine;
+  /** The engines (a registry), or one engine alone in tests. */
+  engine: ModelLoader;
   /** Memory that resident models may hold together. */
   memoryBudgetBytes: number;
   /** Requests that may wait for a slot per model; one more is refused with 429/3040. */
@@ -64,7 +66,7 @@ export class Scheduler {
   async run<T>(info: ModelInfo, signal: AbortSignal, fn: (model: LoadedModel, signal: AbortSignal) => Promise<T>): Promise<T> {
     if (!info.path) throw new BordeError("NoSuchModel", `Model ${info.id} is not installed`);
     throwIfAborted(signal);
-    const resident = await this.acquire({ id: info.id, task: info.task, path: info.path }, signal);
+    const resident = await this.acquire(specOf(info, info.path), signal);
     try {
       const model = await abortable(resident.ready, signal);
       return await fn(model, signal);
@@ -76,7 +78,7 @@ export class Scheduler {
   /** Loads a model ahead of traffic (`--preload`). */
   async preload(info: ModelInfo): Promise<void> {
     if (!info.path) throw new BordeError("NoSuchModel", `Model ${info.id} is not installed`);
-    const r = await this.residentFor({ id: info.id, task: info.task, path: info.path });
+    const r = await this.residentFor(specOf(info, info.path));
     await r.ready;
   }
 
@@ -197,7 +199,7 @@ export class Scheduler {
   private async admitModel(spec: ModelSpec): Promise<Resident> {
     const memoryBytes = await this.options.engine.estimateMemory(spec).catch((cause) => {
       // The cause (with server paths) is logged by the error mapper, not sent to the client.
-      throw new BordeError("ModelLoadFailed", `Model ${spec.id} could not be read as a GGUF file`, { cause });
+      throw new BordeError("ModelLoadFailed", `Model ${spec.id} could not be read by the ${spec.engine} engine`, { cause });
     });
     if (memoryBytes > this.options.memoryBudgetBytes) {
       throw new BordeError(
@@ -265,6 +267,10 @@ export class Scheduler {
   private changed(): void {
     this.options.onChange?.(this.snapshot());
   }
+}
+
+function specOf(info: ModelInfo, path: string): ModelSpec {
+  return { id: info.id, task: info.task, engine: info.engine, path, options: info.options };
 }
 
 function mib(b: number): number {

@@ -5,12 +5,14 @@ import { BordeError } from "../errors.js";
 import type { CallContext, InferenceService } from "../inference/index.js";
 import type { Meter } from "../metering/meter.js";
 import type { AiBridge } from "./types.js";
+import { decodeTaskInput, isInferTask, type DecodeLimits } from "../tasks/index.js";
 
 export interface AiBindingOptions {
   inference: InferenceService;
   accounts: AccountStore;
   meter: Meter;
   maxTokensLimit: number;
+  decodeLimits: DecodeLimits;
 }
 
 /**
@@ -44,6 +46,15 @@ export function createAiBridge(o: AiBindingOptions): AiBridge {
         ctx.release = undefined;
       };
       const info = await o.inference.resolve(model, signal);
+      if (isInferTask(info.task)) {
+        try {
+          const result = await o.inference.infer(ctx, info, await decodeTaskInput(info.task, body, o.decodeLimits));
+          o.meter.commit(ctx, { bytesIn, bytesOut: Buffer.byteLength(JSON.stringify(result)) });
+          return result;
+        } finally {
+          done();
+        }
+      }
       const asksForText = "prompt" in body || "messages" in body;
       if (!asksForText && (info.task === "text-embeddings" || "text" in body)) {
         try {

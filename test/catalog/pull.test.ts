@@ -8,7 +8,8 @@ import path from "node:path";
 import { after, before, beforeEach, describe, test } from "node:test";
 import { createProgressBar, formatBytes, formatDuration } from "../../src/catalog/progress.js";
 import { pullFile, PullError, resolveUrl, type PullProgress } from "../../src/catalog/pull.js";
-import type { CatalogEntry, HubSource } from "../../src/catalog/types.js";
+import { isRepoSource, type CatalogEntry, type HubSource } from "../../src/catalog/types.js";
+import { TASKS } from "../../src/tasks/types.js";
 
 // CI runs from another clone folder with shared/ beside the repository root.
 const MODEL_PATH = path.resolve(import.meta.dirname, "../../../shared/models/stories260K.gguf");
@@ -439,30 +440,60 @@ describe("catalog.json", () => {
     const entries = JSON.parse(await fs.readFile(file, "utf8")) as CatalogEntry[];
     assert.ok(Array.isArray(entries) && entries.length > 0);
     const ids = new Set<string>();
+    const checkHash = (id: string, f: { sha256: string | null; size: number | null }) => {
+      assert.ok(f.sha256 === null || /^[0-9a-f]{64}$/.test(f.sha256), `${id}: sha256`);
+      assert.ok(f.size === null || (Number.isSafeInteger(f.size) && f.size > 0), `${id}: size`);
+    };
     for (const e of entries) {
       assert.match(e.id, /^@(cf|borde)\/[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*)*$/, e.id);
       assert.ok(!ids.has(e.id), `duplicate id ${e.id}`);
       ids.add(e.id);
-      assert.ok(["text-generation", "text-embeddings"].includes(e.task), `${e.id}: task ${e.task}`);
+      assert.ok((TASKS as readonly string[]).includes(e.task), `${e.id}: task ${e.task}`);
       assert.equal(typeof e.description, "string");
       assert.ok(e.description.length > 0, `${e.id}: description`);
       const s = e.source;
       assert.match(s.repo, /^[\w.-]+\/[\w.-]+$/, `${e.id}: repo`);
-      assert.ok(s.file.length > 0 && s.file.endsWith(".gguf"), `${e.id}: file`);
       assert.ok(s.revision.length > 0, `${e.id}: revision`);
-      assert.ok(s.sha256 === null || /^[0-9a-f]{64}$/.test(s.sha256), `${e.id}: sha256`);
-      assert.ok(s.size === null || (Number.isSafeInteger(s.size) && s.size > 0), `${e.id}: size`);
       assert.ok(typeof s.license === "string" && s.license.length > 0, `${e.id}: license`);
-      assert.doesNotThrow(() => resolveUrl("https://huggingface.co", s));
+      if (isRepoSource(s)) {
+        // A repo is a folder for the ONNX engine (transformers.js): its config and at least one model file.
+        assert.equal(e.engine, "onnx", `${e.id}: engine`);
+        const names = s.files.map((f) => f.file);
+        assert.ok(names.includes("config.json"), `${e.id}: config.json`);
+        assert.ok(names.some((n) => /^onnx\/.*_quantized\.onnx$/.test(n)), `${e.id}: a quantized onnx/ file`);
+        assert.equal(new Set(names).size, names.length, `${e.id}: duplicate files`);
+        for (const f of s.files) {
+          checkHash(`${e.id} ${f.file}`, f);
+          assert.doesNotThrow(() => resolveUrl("https://huggingface.co", { repo: s.repo, file: f.file, revision: s.revision }));
+        }
+      } else {
+        assert.ok((e.engine ?? "llama") === "llama", `${e.id}: engine`);
+        assert.ok(s.file.length > 0 && s.file.endsWith(".gguf"), `${e.id}: file`);
+        checkHash(e.id, s);
+        assert.doesNotThrow(() => resolveUrl("https://huggingface.co", s));
+      }
     }
-    for (const id of [
-      "@cf/meta/llama-3.2-1b-instruct",
-      "@cf/meta/llama-3.2-3b-instruct",
-      "@cf/meta/llama-3.1-8b-instruct",
-      "@cf/baai/bge-small-en-v1.5",
-      "@cf/baai/bge-base-en-v1.5",
-    ]) {
-      assert.ok(ids.has(id), `missing ${id}`);
+    const expected: Record<string, [string, string | null]> = {
+      "@cf/meta/llama-3.2-1b-instruct": ["text-generation", null],
+      "@cf/meta/llama-3.2-3b-instruct": ["text-generation", null],
+      "@cf/meta/llama-3.1-8b-instruct": ["text-generation", null],
+      "@cf/baai/bge-small-en-v1.5": ["text-embeddings", null],
+      "@cf/baai/bge-base-en-v1.5": ["text-embeddings", null],
+      "@borde/bge-small-en-v1.5-onnx": ["text-embeddings", "Xenova/bge-small-en-v1.5"],
+      "@borde/bge-base-en-v1.5-onnx": ["text-embeddings", "Xenova/bge-base-en-v1.5"],
+      "@cf/huggingface/distilbert-sst-2-int8": ["text-classification", "Xenova/distilbert-base-uncased-finetuned-sst-2-english"],
+      "@cf/microsoft/resnet-50": ["image-classification", "Xenova/resnet-50"],
+      "@cf/facebook/detr-resnet-50": ["object-detection", "Xenova/detr-resnet-50"],
+      "@cf/openai/whisper": ["automatic-speech-recognition", "Xenova/whisper-small"],
+      "@cf/openai/whisper-tiny-en": ["automatic-speech-recognition", "Xenova/whisper-tiny.en"],
+      "@cf/meta/m2m100-1.2b": ["translation", "Xenova/m2m100_418M"],
+      "@cf/facebook/bart-large-cnn": ["summarization", "Xenova/bart-large-cnn"],
+    };
+    for (const [id, [task, repo]] of Object.entries(expected)) {
+      const e = entries.find((x) => x.id === id);
+      assert.ok(e, `missing ${id}`);
+      assert.equal(e.task, task, id);
+      assert.equal(isRepoSource(e.source) ? e.source.repo : null, repo, id);
     }
   });
 });

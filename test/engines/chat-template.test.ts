@@ -108,7 +108,7 @@ describe("ChatML fixture", () => {
     assert.equal(tok.ggml.token_type?.[id("<|im_end|>")], 3);
     assert.equal(tok.ggml.token_type?.[id("<tool_call>")], 4);
     assert.equal(tok.ggml.eos_token_id, id("<|im_end|>"));
-    assert.deepEqual(await inspectGguf(TINY_CHATML_PATH), { task: "text-generation" });
+    assert.deepEqual(await inspectGguf(TINY_CHATML_PATH), { task: "text-generation", engine: "llama" });
 
     const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error });
     const model = await llama.loadModel({ modelPath: TINY_CHATML_PATH, gpuLayers: 0 });

@@ -51,7 +51,7 @@ describe("synthetic BERT fixture", () => {
   });
 
   it("inspectGguf reads it as a text-embeddings model", async () => {
-    assert.deepEqual(await inspectGguf(TINY_BERT_PATH), { task: "text-embeddings" });
+    assert.deepEqual(await inspectGguf(TINY_BERT_PATH), { task: "text-embeddings", engine: "llama" });
   });
 });
 

@@ -113,10 +113,9 @@ describe("scheduler admission and residency (engine injected)", () => {
     const loads: string[] = [];
     const disposed: string[] = [];
     const engine: Engine = {
-      name: "fake",
+      name: "llama",
       estimateMemory: async () => memory,
       slotsFor: () => slots,
-      inspect: async () => ({ task: "text-generation" }),
       load: async (spec: ModelSpec): Promise<LoadedModel> => {
         loads.push(spec.id);
         return {
@@ -133,7 +132,7 @@ describe("scheduler admission and residency (engine injected)", () => {
     };
     return { engine, loads, disposed };
   }
-  const info = (id: string): ModelInfo => ({ id, task: "text-generation", source: "local", description: "", path: `/x/${id}`, installed: true, sizeBytes: 1, license: null, hub: null });
+  const info = (id: string): ModelInfo => ({ id, task: "text-generation", engine: "llama", source: "local", description: "", path: `/x/${id}`, installed: true, sizeBytes: 1, license: null, hub: null });
   const never = new AbortController().signal;
 
   it("loads once for concurrent first requests and serves waiters in order", async () => {

@@ -16,6 +16,7 @@ const Limits = z
     rate_limits: z.record(z.string().regex(/^[a-z-]{1,64}$/), z.number().int().min(0).max(1e9)).optional(),
     tokens_per_minute: z.number().int().min(0).max(1e12).optional(),
     max_concurrent: z.number().int().min(1).max(1e6).optional(),
+    jurisdiction: z.string().regex(/^[a-z]{2,16}$/, "jurisdictions are 2-16 lowercase letters, e.g. eu").optional(),
   })
   .strict();
 

@@ -1,3 +1,5 @@
+import { schemaOf } from "../workers-ai/convert.js";
+import type { Task } from "../../tasks/index.js";
 import { z } from "zod";
 import type { FinishReason, GenerationRequest, GenerationResult, ToolCall } from "../../engines/contract.js";
 import { Message, ResponseFormatIn, Stop, ToolChoiceIn, ToolIn, toMessages, toResponseFormat, toStop, toToolChoice, toTools } from "../schemas.js";
@@ -144,6 +146,6 @@ export function embeddingsList(model: string, vectors: number[][], promptTokens:
   };
 }
 
-export function modelObject(m: { id: string; source: string; task: string }) {
-  return { id: m.id, object: "model", created: 0, owned_by: m.source === "local" ? "local" : "borde", task: m.task };
+export function modelObject(m: { id: string; source: string; task: Task }) {
+  return { id: m.id, object: "model", created: 0, owned_by: m.source === "local" ? "local" : "borde", task: m.task, schema: schemaOf(m.task) };
 }

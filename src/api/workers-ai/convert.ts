@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { taskJsonSchema, type Task } from "../../tasks/index.js";
 import type { GenerationRequest, GenerationResult } from "../../engines/contract.js";
 import { Message, ResponseFormatIn, Stop, ToolChoiceIn, ToolIn, toMessages, toResponseFormat, toStop, toToolChoice, toTools } from "../schemas.js";
 
@@ -83,3 +84,21 @@ export function finalStreamEvent(r: GenerationResult) {
 export function embeddingsResult(r: { vectors: number[][]; pooling: string }) {
   return { shape: [r.vectors.length, r.vectors[0]?.length ?? 0], data: r.vectors, pooling: r.pooling };
 }
+
+/** Output shapes, published as JSON Schema by the models search endpoint. */
+export const EmbeddingsOutput = z.object({ shape: z.array(z.number().int()), data: z.array(z.array(z.number())), pooling: z.enum(["mean", "cls", "last"]) });
+export const TextGenerationOutput = z.object({
+  response: z.string(),
+  tool_calls: z.array(z.object({ name: z.string(), arguments: z.unknown() })).optional(),
+  usage: z.object({ prompt_tokens: z.number().int(), completion_tokens: z.number().int(), total_tokens: z.number().int() }),
+});
+
+/** The task's input and output as JSON Schema, as the search endpoint publishes them. */
+export function schemaOf(task: Task): { input: unknown; output: unknown } {
+  const own = taskJsonSchema(task);
+  if (own) return own;
+  if (task === "text-embeddings") return (embeddingsSchema ??= { input: z.toJSONSchema(EmbeddingsInput, { io: "input" }), output: z.toJSONSchema(EmbeddingsOutput) });
+  return (generationSchema ??= { input: z.toJSONSchema(textGenerationInput(4096), { io: "input", unrepresentable: "any" }), output: z.toJSONSchema(TextGenerationOutput) });
+}
+let embeddingsSchema: { input: unknown; output: unknown } | undefined;
+let generationSchema: { input: unknown; output: unknown } | undefined;

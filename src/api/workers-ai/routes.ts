@@ -2,18 +2,15 @@ import type { Hono } from "hono";
 import { z } from "zod";
 import { BordeError } from "../../errors.js";
 import type { GenerationResult } from "../../engines/contract.js";
-import { readJsonBody } from "../body.js";
+import { readInputBody } from "../body.js";
+import { decodeTaskInput, isInferTask, MEDIA_FIELDS, TASK_INFO } from "../../tasks/index.js";
 import { callContext, type ApiDeps, type Env } from "../context.js";
 import { SSE_DONE, sseData } from "../sse.js";
 import { respondWithStream, streamHooks } from "../stream.js";
 import { meteredJson, meteredStream } from "../metered.js";
-import { EmbeddingsInput, embeddingsResult, finalStreamEvent, textGenerationInput, textGenerationResult, toGenerationRequest } from "./convert.js";
+import { EmbeddingsInput, schemaOf, embeddingsResult, finalStreamEvent, textGenerationInput, textGenerationResult, toGenerationRequest } from "./convert.js";
 import { parseModelId } from "../../catalog/ids.js";
-
-const TASK_NAMES = {
-  "text-generation": { id: "c329a1f9-323d-4e91-b2aa-582dd4188d34", name: "Text Generation", description: "Family of generative text models, such as large language models (LLM), that can be adapted for a variety of natural language tasks." },
-  "text-embeddings": { id: "0137cdcf-162a-4108-94f2-1ca59e8c65ee", name: "Text Embeddings", description: "Feature extraction models transform raw data into numerical features that can be processed while preserving the information in the original dataset." },
-} as const;
+import { isRepoSource } from "../../catalog/index.js";
 
 const SearchQuery = z.object({
   search: z.string().max(256).optional(),
@@ -33,8 +30,9 @@ export function registerWorkersAi(app: Hono<Env>, deps: ApiDeps): void {
     const modelId = c.req.param("model");
     parseModelId(modelId);
     c.set("model", modelId);
-    const body = await readJsonBody(c.req.raw, deps.config.maxBodyBytes, (n) => c.set("bytesIn", n));
-    if (typeof body !== "object" || body === null || Array.isArray(body)) throw new BordeError("InvalidInput", "Invalid input: the body must be a JSON object");
+    const input = await readInputBody(c.req.raw, deps.config.maxBodyBytes, (n) => c.set("bytesIn", n));
+    if ("json" in input && (typeof input.json !== "object" || input.json === null || Array.isArray(input.json)))
+      throw new BordeError("InvalidInput", "Invalid input: the body must be a JSON object");
 
     // One deadline for the whole call, an auto-pull wait included. `done` runs on every way out:
     // here for plain answers and refusals, from the stream's end for streams.
@@ -42,17 +40,29 @@ export function registerWorkersAi(app: Hono<Env>, deps: ApiDeps): void {
     let streaming = false;
     try {
       const info = await deps.inference.resolve(modelId, call.ctx.signal);
+      if (isInferTask(info.task)) {
+        const task = info.task;
+        // A raw file body is the task's media field (`curl --data-binary @photo.jpg`).
+        const media = MEDIA_FIELDS[task];
+        if ("binary" in input && !media) throw new BordeError("InvalidInput", `Invalid input: a ${task} model takes a JSON object, not a file`);
+        const wire = "binary" in input ? { [media!.field]: input.binary } : input.json;
+        const decoded = await decodeTaskInput(task, wire, { maxPixels: deps.config.maxImagePixels, maxAudioSeconds: deps.config.maxAudioSeconds });
+        const result = await deps.inference.infer(call.ctx, info, decoded);
+        return meteredJson(c, deps, call, { result, success: true, errors: [], messages: [] });
+      }
+      if ("binary" in input) throw new BordeError("InvalidInput", `Invalid input: a ${info.task} model takes a JSON object, not a file`);
+      const body = input.json as Record<string, unknown>;
       const asksForText = "prompt" in body || "messages" in body;
       // Any GGUF llama can also embed: `{text}` without a prompt asks for that. A prompt sent to an
       // embedding model goes the text way, where the inference service refuses it with 5007.
       if (!asksForText && (info.task === "text-embeddings" || "text" in body)) {
-        const input = EmbeddingsInput.parse(body);
-        const r = await deps.inference.embed(call.ctx, info, typeof input.text === "string" ? [input.text] : input.text);
+        const e = EmbeddingsInput.parse(body);
+        const r = await deps.inference.embed(call.ctx, info, typeof e.text === "string" ? [e.text] : e.text);
         return meteredJson(c, deps, call, { result: embeddingsResult(r), success: true, errors: [], messages: [] });
       }
-      const input = textInput.parse(body);
-      const request = toGenerationRequest(input);
-      if (!input.stream) {
+      const t = textInput.parse(body);
+      const request = toGenerationRequest(t);
+      if (!t.stream) {
         const r = await deps.inference.generate(call.ctx, info, request);
         return meteredJson(c, deps, call, { result: textGenerationResult(r), success: true, errors: [], messages: [] });
       }
@@ -76,7 +86,7 @@ export function registerWorkersAi(app: Hono<Env>, deps: ApiDeps): void {
     const q = SearchQuery.parse(c.req.query());
     let models = await deps.store.list();
     if (q.search) models = models.filter((m) => m.id.toLowerCase().includes(q.search!.toLowerCase()) || m.description.toLowerCase().includes(q.search!.toLowerCase()));
-    if (q.task) models = models.filter((m) => m.task === q.task || TASK_NAMES[m.task].name.toLowerCase() === q.task!.toLowerCase());
+    if (q.task) models = models.filter((m) => m.task === q.task || TASK_INFO[m.task].name.toLowerCase() === q.task!.toLowerCase());
     if (q.source) models = models.filter((m) => m.source === q.source);
     if (q.installed) models = models.filter((m) => String(m.installed) === q.installed);
     const total = models.length;
@@ -87,13 +97,19 @@ export function registerWorkersAi(app: Hono<Env>, deps: ApiDeps): void {
         id: m.id,
         name: m.id,
         description: m.description,
-        task: TASK_NAMES[m.task],
+        task: TASK_INFO[m.task],
+        engine: m.engine,
+        schema: schemaOf(m.task),
         source: m.source,
         size: m.sizeBytes,
         installed: m.installed,
         loaded: loaded.has(m.id),
         license: m.license,
-        hub: m.hub ? { repo: m.hub.repo, file: m.hub.file, revision: m.hub.revision, sha256: m.hub.sha256 } : null,
+        hub: m.hub
+          ? isRepoSource(m.hub)
+            ? { repo: m.hub.repo, revision: m.hub.revision, files: m.hub.files.map((f) => f.file) }
+            : { repo: m.hub.repo, file: m.hub.file, revision: m.hub.revision, sha256: m.hub.sha256 }
+          : null,
         properties: [
           { property_id: "task", value: m.task },
           { property_id: "installed", value: String(m.installed) },

@@ -68,9 +68,9 @@ function ggufFacts(info: GgufFileInfo) {
 }
 
 /** Reads a GGUF header and tells its task, without loading the engine. */
-export async function inspectGguf(path: string): Promise<{ task: Task }> {
+export async function inspectGguf(path: string): Promise<{ task: Task; engine: "llama" }> {
   const info = await readGgufFileInfo(path, { readTensorInfo: false, logWarnings: false });
-  return { task: ggufFacts(info).task };
+  return { task: ggufFacts(info).task, engine: "llama" };
 }
 
 export async function createLlamaEngine(options: LlamaEngineOptions): Promise<Engine> {
@@ -80,15 +80,11 @@ export async function createLlamaEngine(options: LlamaEngineOptions): Promise<En
 }
 
 class LlamaEngine implements Engine {
-  readonly name = "llama.cpp";
+  readonly name = "llama";
   constructor(
     private readonly llama: Llama,
     private readonly options: LlamaEngineOptions,
   ) {}
-
-  inspect(path: string): Promise<{ task: Task }> {
-    return inspectGguf(path);
-  }
 
   private contextSizeFor(info: GgufFileInfo): number {
     const train = ggufFacts(info).trainContext;
