@@ -29,6 +29,10 @@ export const ERRORS = {
   WorkerNameTaken: { code: 7120, status: 409, message: "This worker name is taken by another account" },
   NoSuchSecret: { code: 7121, status: 404, message: "No such secret" },
   NoPreviousVersion: { code: 7122, status: 409, message: "No previous version to roll back to" },
+  PopFailed: { code: 7130, status: 502, message: "The PoP serving the request failed while serving it" },
+  NotServedInJurisdiction: { code: 7131, status: 451, message: "Nothing inside the requested jurisdiction serves this model" },
+  UpstreamFailed: { code: 7132, status: 502, message: "The upstream provider failed" },
+  NoLivePlace: { code: 7133, status: 503, message: "No live PoP or upstream serves this model now" },
   Internal: { code: 3043, status: 500, message: "Internal server error" },
 } as const satisfies Record<string, { code: number; status: number; message: string }>;
 

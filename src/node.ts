@@ -17,18 +17,25 @@ import { createApp } from "./api/app.js";
 import { ModelStore } from "./catalog/store.js";
 import type { Config } from "./config/index.js";
 import { BordeError } from "./errors.js";
-import type { Engine } from "./engines/contract.js";
-import { createLlamaEngine } from "./engines/llama/index.js";
+import { BUNDLED_MODELS, createEngines, inspectModel, type Engine } from "./engines/index.js";
+import { Batcher } from "./scheduler/batcher.js";
 import { InferenceService } from "./inference/index.js";
 import { createLogger, createMetrics, type Logger } from "./observability/index.js";
 import { Scheduler } from "./scheduler/index.js";
 import { chooseThreads } from "./util/threads.js";
+import { connect as connectNats, type NatsConnection } from "@nats-io/transport-node";
+import { natsOptions } from "./metering/outbox.js";
+import { ClusterRouter } from "./network/cluster.js";
+import { ConfigReplication } from "./network/replication.js";
+import type { Pop, Topology } from "./network/topology.js";
 
 export interface NodeOptions {
   logger?: Logger;
-  /** Injected engine (tests, benchmarks); by default llama.cpp with threads from free cores. */
+  /** Injected text engine (tests, benchmarks); by default llama.cpp with threads from free cores. */
   engine?: Engine;
   auth?: Authenticator;
+  /** Cluster mode: this node is a PoP of `topology` (`borde node --config --pop`). Needs config.natsUrl. */
+  cluster?: { topology: Topology; pop: Pop };
 }
 
 export interface BordeNode {
@@ -50,10 +57,10 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
   const logger = options.logger ?? createLogger(config.logLevel);
   const metrics = createMetrics();
   const threads = chooseThreads(config.threads);
-  const engine = options.engine ?? (await createLlamaEngine({ threads, parallel: config.parallel, contextSize: config.contextSize }));
-  const store = new ModelStore({ dir: config.modelsDir, inspect: (file) => engine.inspect(file) });
+  const engines = await createEngines({ threads, parallel: config.parallel, contextSize: config.contextSize, llama: options.engine });
+  const store = new ModelStore({ dir: config.modelsDir, inspect: inspectModel, bundled: BUNDLED_MODELS });
   const scheduler = new Scheduler({
-    engine,
+    engine: engines,
     memoryBudgetBytes: config.memoryBudgetMb * 2 ** 20,
     maxQueue: config.maxQueue,
     log: logger,
@@ -89,6 +96,15 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
     tokenNeuronsToday: (id) => meter.tokenNeuronsToday(id),
   });
   const pulling = new Map<string, Promise<void>>();
+  const cpu = new CpuClock();
+  let nc: NatsConnection | null = null;
+  let router: ClusterRouter | undefined;
+  if (options.cluster) {
+    if (!config.natsUrl) throw new BordeError("Internal", "Cluster mode needs a NATS URL (BORDE_NATS_URL)");
+    // Waits for NATS: a PoP without its NATS server can take no part in the network.
+    nc = await connectNats({ ...natsOptions(config.natsUrl, `borde-${config.pop}`), waitOnFirstConnect: true });
+    router = new ClusterRouter({ ...options.cluster, nc, store, cpu, logger: logger.child({ component: "cluster" }) });
+  }
   const inference = new InferenceService({
     store,
     scheduler,
@@ -96,7 +112,9 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
     logger,
     meter,
     limiter,
-    cpu: new CpuClock(),
+    cpu,
+    router,
+    batcher: new Batcher(scheduler, { maxWaitMs: config.batchWaitMs, maxPending: config.maxQueue, maxBatch: config.maxBatch }),
     autoPull: config.autoPull
       ? (id) => {
           // One download per model however many requests ask for it at once.
@@ -116,9 +134,12 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
         }
       : undefined,
   });
+  await router?.start(inference);
+  const replication = nc && router ? new ConfigReplication(nc, accounts, logger.child({ component: "replication" }), router.nodeId) : null;
+  replication?.start();
   const auth = options.auth ?? { authenticate: async (token: string) => accounts.authenticate(token) };
   // Workers: one workerd process per account, env.AI through the same inference service and meter.
-  const runtime = createWorkerRuntime({ ai: createAiBridge({ inference, accounts, meter, maxTokensLimit: config.maxTokensLimit }), logger });
+  const runtime = createWorkerRuntime({ ai: createAiBridge({ inference, accounts, meter, maxTokensLimit: config.maxTokensLimit, decodeLimits: { maxPixels: config.maxImagePixels, maxAudioSeconds: config.maxAudioSeconds } }), logger });
   const workers = createWorkers({ db, dataDir: config.dataDir, runtime, logger, accounts });
   let ready = false;
   const app = createApp({ config, auth, accounts, meter, usage, workers, inference, store, scheduler, metrics, logger, isReady: () => ready });
@@ -172,9 +193,12 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
       // Streams in flight would keep close() waiting forever; their generations are aborted by the socket close.
       server.closeAllConnections();
     });
+    router?.stop();
+    await replication?.stop();
     await workers.close();
     await scheduler.close();
-    if (!options.engine) await engine.dispose();
+    await nc?.drain().catch(() => undefined);
+    await engines.dispose(options.engine);
     await writer?.close();
     await pg?.close();
     db.close();

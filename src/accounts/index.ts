@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
  * token belongs to (the AccountStore is the one behind a node); the Limiter admits or refuses each
  * model call on the principal's limits.
  */
-export { AccountStore, type AuditEntry, type NewAccount, type NewToken } from "./store.js";
+export { AccountStore, type AuditEntry, type NewAccount, type NewToken, type Replicated } from "./store.js";
 export { Limiter, type LimiterOptions } from "./limits.js";
 export * from "./types.js";
 import type { Principal } from "./types.js";

@@ -26,6 +26,12 @@ export interface NewToken {
   expiresAt?: number | null;
 }
 
+/** One replicated row (cluster mode): what `borde.config` carries between PoPs. */
+export interface Replicated {
+  table: "accounts" | "tokens";
+  row: Record<string, unknown>;
+}
+
 export interface AuditEntry {
   id: number;
   at: string;
@@ -97,6 +103,10 @@ export class AccountStore {
         "INSERT INTO audit (at, actor_account, actor_token, action, target, ip, user_agent, request_id, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
       ),
       auditList: db.prepare("SELECT * FROM audit ORDER BY id DESC LIMIT ?"),
+      upsertAccount: db.prepare("INSERT OR REPLACE INTO accounts (id, name, plan, daily_neuron_budget, limits, created_at) VALUES (?, ?, ?, ?, ?, ?)"),
+      upsertToken: db.prepare(
+        "INSERT OR REPLACE INTO tokens (id, account_id, name, hash, scopes, models, jurisdictions, daily_neuron_budget, expires_at, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      ),
     };
   }
 
@@ -117,6 +127,35 @@ export class AccountStore {
   }
 
   private devTokenId: string | null = null;
+  private replicate: ((change: Replicated) => void) | null = null;
+
+  /**
+   * Cluster mode: every account and token change made here is handed to `publish` (after its
+   * transaction commits), and `applyReplica` takes the changes made on other PoPs.
+   */
+  onChange(publish: (change: Replicated) => void): void {
+    this.replicate = publish;
+  }
+
+  private changed(table: Replicated["table"], id: string): void {
+    if (!this.replicate) return;
+    const row = (table === "accounts" ? this.q.account : this.q.token).get(id) as Record<string, unknown> | undefined;
+    if (row) this.replicate({ table, row: table === "tokens" ? { ...row, hash: Buffer.from(row.hash as Buffer).toString("base64") } : row });
+  }
+
+  /**
+   * A change made on another PoP: the row as it is there replaces ours (the replication log
+   * orders changes per key, so the last one wins). The dev token is each node's own, never replicated.
+   */
+  applyReplica(change: Replicated): void {
+    const r = change.row;
+    if (change.table === "accounts") {
+      this.q.upsertAccount.run(r.id, r.name, r.plan, r.daily_neuron_budget ?? null, r.limits ?? null, r.created_at);
+    } else {
+      if (typeof r.id === "string" && r.id.startsWith("dev-")) return;
+      this.q.upsertToken.run(r.id, r.account_id, r.name, Buffer.from(String(r.hash), "base64"), r.scopes, r.models ?? null, r.jurisdictions ?? null, r.daily_neuron_budget ?? null, r.expires_at ?? null, r.created_at, r.revoked_at ?? null);
+    }
+  }
 
   /**
    * The token's principal, or null when no such token exists. Compares sha256 digests with
@@ -152,6 +191,7 @@ export class AccountStore {
       this.q.insertAccount.run(id, input.name, input.plan ?? "free", input.dailyNeuronBudget ?? null, input.limits ? JSON.stringify(input.limits) : null, now);
       this.recordAudit(actor, "account.create", id, { name: input.name, plan: input.plan ?? "free", daily_neuron_budget: input.dailyNeuronBudget ?? null, limits: input.limits ?? null });
     })();
+    this.changed("accounts", id);
     return this.getAccount(id)!;
   }
 
@@ -168,6 +208,7 @@ export class AccountStore {
         );
       this.recordAudit(actor, "account.update", id, patch);
     })();
+    this.changed("accounts", id);
     return this.getAccount(id)!;
   }
 
@@ -207,6 +248,7 @@ export class AccountStore {
         expires_at: input.expiresAt ?? null,
       });
     })();
+    this.changed("tokens", id);
     return { token, info: toTokenInfo(this.q.token.get(id) as TokenRow) };
   }
 
@@ -216,6 +258,7 @@ export class AccountStore {
       this.q.revoke.run(Date.now(), id);
       this.recordAudit(actor, "token.revoke", id, null);
     })();
+    this.changed("tokens", id);
     return toTokenInfo(this.q.token.get(id) as TokenRow);
   }
 

@@ -11,6 +11,8 @@ export interface AccountLimits {
   rate_limits?: Record<string, number>;
   tokens_per_minute?: number;
   max_concurrent?: number;
+  /** Data residency: this account's calls are served only in this jurisdiction (cluster mode). */
+  jurisdiction?: string;
 }
 
 export interface Account {

@@ -7,6 +7,8 @@ import { deployCommand, rollbackCommand, secretCommand, tailCommand } from "./de
 import { devCommand } from "./dev.js";
 import { ledgerCommand } from "./ledger.js";
 import { modelsCommand } from "./models.js";
+import { nodeCommand } from "./node.js";
+import { simCommand } from "./sim.js";
 import { workersCommand } from "./workers.js";
 
 const HELP = `borde — self-hostable edge AI inference (Workers AI and OpenAI compatible)
@@ -15,6 +17,8 @@ Usage: borde <command> [options]
 
 Commands:
   dev                        start a single node with embedded defaults
+  node --config F --pop P    start a node of PoP P of a network topology (NATS cluster)
+  sim                        run a whole simulated edge network on this machine (+ load report)
   ai run <model>             run a model on a node (text generation or embeddings)
   models list|pull|rm        manage the local model store
   accounts create|list       manage accounts (admin token)
@@ -44,6 +48,10 @@ export async function main(argv: string[]): Promise<number> {
         return command === undefined ? 2 : 0;
       case "dev":
         return await devCommand(rest);
+      case "node":
+        return await nodeCommand(rest);
+      case "sim":
+        return await simCommand(rest);
       case "ai":
         return await aiCommand(rest);
       case "models":

@@ -17,6 +17,8 @@ export interface Metered {
   requestId: string;
   principal: { accountId: string; tokenId: string };
   usage?: UsageFacts;
+  /** Set when another PoP or an upstream served it: the record says `forwarded`. */
+  servedBy?: string;
   /** Set once the record is written: a call is committed at most once. */
   committed?: boolean;
 }
@@ -87,7 +89,7 @@ export class Meter {
       model: facts.model,
       task: facts.task,
       pop: this.o.pop,
-      served: delivery.served ?? "edge",
+      served: delivery.served ?? (call.servedBy ? "forwarded" : "edge"),
       unit: facts.unit,
       inputUnits: facts.inputUnits,
       outputUnits: facts.outputUnits,

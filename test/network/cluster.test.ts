@@ -1,0 +1,161 @@
+/**
+ * A real multi-process network on loopback: a nats-server per PoP (regions joined by gateways,
+ * latency-emulating proxies on the links) and a `borde node` process per PoP, started by the same
+ * launcher `borde sim` uses. Routing locality, streaming across PoPs, data residency, and failover
+ * when a PoP is SIGKILLed under load.
+ */
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { startSim, type Sim } from "../../src/network/sim/launcher.js";
+import { servicesAvailable } from "../services.js";
+import { NODE_COMMAND, natsOrSkip } from "./cluster-helpers.js";
+
+const ACCOUNT = "acct_cluster";
+const TOKEN = "cluster-token-0123456789";
+const TOPOLOGY = path.resolve(import.meta.dirname, "../fixtures/network/cluster.toml");
+
+async function run(url: string, model: string, body: unknown, headers: Record<string, string> = {}) {
+  const res = await fetch(`${url}/client/v4/accounts/${ACCOUNT}/ai/run/${model}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json", ...headers },
+    body: JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, pop: res.headers.get("borde-pop"), servedBy: res.headers.get("borde-served-by"), type: res.headers.get("content-type"), text, json: text.startsWith("{") ? JSON.parse(text) : undefined };
+}
+
+describe("edge network (real nats-server and borde node processes)", () => {
+  let sim: Sim;
+  let work: string;
+  const url = (pop: string) => sim.pops.find((p) => p.name === pop)!.url;
+
+  before(async () => {
+    if (!natsOrSkip(servicesAvailable().nats)) return;
+    work = fs.mkdtempSync(path.join(os.tmpdir(), "borde-cluster-"));
+    sim = await startSim({
+      topologyText: fs.readFileSync(TOPOLOGY, "utf8"),
+      topologyFile: TOPOLOGY,
+      workDir: work,
+      nodeCommand: NODE_COMMAND,
+      modelsDir: path.join(work, "models"),
+      env: { BORDE_DEV_ACCOUNT: ACCOUNT, BORDE_DEV_TOKEN: TOKEN, BORDE_DEV_PLAN: "paid" },
+    });
+    // Every PoP has heard every other's heartbeat (they go out every 500 ms).
+    await new Promise((r) => setTimeout(r, 1500));
+  });
+  after(async () => {
+    await sim?.stop();
+    if (work) fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  it("answers where the model is: locally when the PoP serves it, else at the nearest PoP that does", async (t) => {
+    if (!sim) return t.skip("no nats-server");
+    const prompt = { prompt: "Once upon a time", max_tokens: 8, temperature: 0 };
+    const v = await run(url("virginia"), "@borde/stories260k", prompt);
+    assert.equal(v.status, 200, v.text);
+    assert.deepEqual([v.pop, v.servedBy], ["virginia", "virginia"]);
+    // Madrid does not serve stories260k: Frankfurt (1,450 km) is nearer than Virginia (6,100 km).
+    const m = await run(url("madrid"), "@borde/stories260k", prompt);
+    assert.equal(m.status, 200, m.text);
+    assert.deepEqual([m.pop, m.servedBy], ["madrid", "frankfurt"]);
+    assert.equal(m.json.result.response, v.json.result.response, "the same model answers the same wherever it runs");
+    const lid = await run(url("madrid"), "@borde/fasttext-lid-176", { text: "Bonjour tout le monde, comment allez-vous ?" });
+    assert.equal(lid.status, 200, lid.text);
+    assert.equal(lid.servedBy, "madrid");
+    assert.equal(lid.json.result[0].label, "fr");
+  });
+
+  it("streams across PoPs", async (t) => {
+    if (!sim) return t.skip("no nats-server");
+    const s = await run(url("madrid"), "@borde/stories260k", { prompt: "Once upon a time", max_tokens: 16, temperature: 0, stream: true });
+    assert.equal(s.status, 200, s.text);
+    assert.match(s.type ?? "", /text\/event-stream/);
+    assert.equal(s.servedBy, "frankfurt");
+    const events = s.text.split("\n\n").filter(Boolean);
+    assert.ok(events.length >= 4, `several events, got ${events.length}`);
+    assert.equal(events.at(-1), "data: [DONE]");
+    const usage = JSON.parse(events.at(-2)!.slice(6)).usage;
+    assert.equal(usage.completion_tokens, 16);
+  });
+
+  it("keeps a pinned request inside its jurisdiction, or refuses it with 451/7131", async (t) => {
+    if (!sim) return t.skip("no nats-server");
+    const prompt = { prompt: "Once upon a time", max_tokens: 4, temperature: 0 };
+    // Entering Virginia (us), pinned to eu: served in Frankfurt, never by Virginia's own copy.
+    for (let i = 0; i < 5; i++) {
+      const r = await run(url("virginia"), "@borde/stories260k", prompt, { "borde-jurisdiction": "eu" });
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.servedBy, "frankfurt");
+    }
+    // Pinned to a jurisdiction with no PoP: refused, not served anywhere else.
+    const none = await run(url("madrid"), "@borde/stories260k", prompt, { "borde-jurisdiction": "apac" });
+    assert.equal(none.status, 451, none.text);
+    assert.equal(none.json.errors[0].code, 7131);
+    // Pinned to us from Madrid: Madrid (eu) has no stories260k, Virginia does.
+    const us = await run(url("madrid"), "@borde/stories260k", prompt, { "borde-jurisdiction": "us" });
+    assert.equal(us.servedBy, "virginia");
+    // A malformed pin is a 400, not a silent "anywhere".
+    const bad = await run(url("madrid"), "@borde/stories260k", prompt, { "borde-jurisdiction": "EU!" });
+    assert.equal(bad.status, 400);
+  });
+
+  it("replicates accounts and tokens: made on one PoP, they work on every PoP; revoked anywhere, everywhere", async (t) => {
+    if (!sim) return t.skip("no nats-server");
+    const admin = { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" };
+    const acct = await fetch(`${url("virginia")}/client/v4/admin/accounts`, { method: "POST", headers: admin, body: JSON.stringify({ name: "replicated", plan: "paid" }) });
+    assert.equal(acct.status, 200, await acct.clone().text());
+    const id = ((await acct.json()) as { result: { id: string } }).result.id;
+    const tok = await fetch(`${url("virginia")}/client/v4/admin/tokens`, { method: "POST", headers: admin, body: JSON.stringify({ account_id: id, scopes: ["ai:run"] }) });
+    const token = ((await tok.json()) as { result: { token: string; id: string } }).result;
+    const call = (pop: string) =>
+      fetch(`${url(pop)}/client/v4/accounts/${id}/ai/run/@borde/fasttext-lid-176`, { method: "POST", headers: { authorization: `Bearer ${token.token}` }, body: JSON.stringify({ text: "hello there" }) });
+    const until = async (pop: string, status: number) => {
+      for (let i = 0; i < 50; i++) {
+        if ((await call(pop)).status === status) return true;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return false;
+    };
+    assert.ok(await until("madrid", 200), "the token made in Virginia works in Madrid");
+    assert.ok(await until("frankfurt", 200), "and in Frankfurt");
+    const revoke = await fetch(`${url("madrid")}/client/v4/admin/tokens/${token.id}`, { method: "DELETE", headers: admin });
+    assert.equal(revoke.status, 200, await revoke.text());
+    assert.ok(await until("virginia", 401), "revoked in Madrid, refused in Virginia");
+  });
+
+  it("routes around a PoP killed under load: no hang, in-flight calls fail fast, new ones go elsewhere", async (t) => {
+    if (!sim) return t.skip("no nats-server");
+    const results: { status: number; servedBy: string | null; ms: number; code?: number }[] = [];
+    let stop = false;
+    const loops = Array.from({ length: 4 }, async () => {
+      while (!stop) {
+        const t0 = performance.now();
+        const r = await run(url("madrid"), "@borde/stories260k", { prompt: "Once upon a time", max_tokens: 48, temperature: 0 });
+        results.push({ status: r.status, servedBy: r.servedBy, ms: performance.now() - t0, code: r.json?.errors?.[0]?.code });
+      }
+    });
+    await new Promise((r) => setTimeout(r, 1500));
+    const before = results.length;
+    sim.kill("frankfurt");
+    const killedAt = results.length;
+    await new Promise((r) => setTimeout(r, 4000));
+    stop = true;
+    await Promise.all(loops);
+    assert.ok(before > 0 && results.slice(0, before).every((r) => r.servedBy === "frankfurt"), "Frankfurt served the load before the kill");
+    t.diagnostic(`${results.length} calls: ${before} before the kill, ${results.filter((r) => r.status !== 200).length} failed, slowest ${Math.round(Math.max(...results.map((r) => r.ms)))} ms`);
+    const failed = results.filter((r) => r.status !== 200);
+    // At most the calls running on Frankfurt at the moment it died fail, with 502/7130, quickly.
+    assert.ok(failed.length <= 4, `${failed.length} failed: ${JSON.stringify(failed)}`);
+    for (const f of failed) {
+      assert.equal(f.status, 502, JSON.stringify(f));
+      assert.equal(f.code, 7130);
+    }
+    assert.ok(Math.max(...results.map((r) => r.ms)) < 5000, "no request hung");
+    const afterKill = results.slice(killedAt + 4);
+    assert.ok(afterKill.length > 5, "load went on after the kill");
+    assert.ok(afterKill.filter((r) => r.status === 200).every((r) => r.servedBy === "virginia"), "later calls served by Virginia");
+  });
+});
