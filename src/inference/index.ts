@@ -50,7 +50,13 @@ export interface RunOutcome<T = CallResultOf> {
 export interface Router {
   /** Resolves a model this node does not have but the network (a PoP, an upstream) serves. */
   lookup(modelId: string): ModelInfo | null;
-  isRemote(ctx: CallContext, info: ModelInfo): boolean;
+  /**
+   * `here`: this PoP serves it; `elsewhere`: it does not (or not in the allowed jurisdiction);
+   * `busy`: it does but is at capacity, so another place takes it if there is one.
+   */
+  where(ctx: CallContext, info: ModelInfo): "here" | "elsewhere" | "busy";
+  /** Runs a call on this PoP, counted against its capacity. */
+  here<T>(run: () => Promise<T>): Promise<T>;
   forward(ctx: CallContext, info: ModelInfo, call: ModelCall, onText?: (text: string) => void): Promise<RunOutcome>;
 }
 
@@ -153,9 +159,19 @@ export class InferenceService {
   /** Here, or where the network places it (another PoP, the core, an upstream provider). */
   private dispatch(ctx: CallContext, info: ModelInfo, task: Task, call: ModelCall, onText?: (text: string) => void): Promise<CallResultOf> {
     const router = this.o.router;
-    return this.metered(ctx, info, task, () =>
-      router && router.isRemote(ctx, info) ? router.forward(ctx, info, call, onText) : this.runLocal(info, call, ctx.signal, onText),
-    );
+    const local = () => this.runLocal(info, call, ctx.signal, onText);
+    return this.metered(ctx, info, task, async () => {
+      if (!router) return local();
+      const where = router.where(ctx, info);
+      if (where === "here") return router.here(local);
+      try {
+        return await router.forward(ctx, info, call, onText);
+      } catch (e) {
+        // At capacity and no other place free: wait here after all, like a single node would.
+        if (where === "busy" && e instanceof BordeError && e.kind === "NoLivePlace") return router.here(local);
+        throw e;
+      }
+    });
   }
 
   /**

@@ -50,7 +50,7 @@ export class ClusterRouter implements Router {
       });
       if (!info) continue;
       this.served.set(id, info);
-      this.subs.push(serveModel(this.o.nc, this.o.pop.name, id, this.o.pop.name, (req, c) => this.serveForwarded(info, req.call, c.signal, c.onText)));
+      this.subs.push(serveModel(this.o.nc, this.o.pop.name, id, this.o.pop.name, (req, c) => this.serveForwarded(info, req.call, c)));
     }
     this.membership.start();
     await this.o.nc.flush();
@@ -73,9 +73,19 @@ export class ClusterRouter implements Router {
     return { id: modelId, task, engine: m?.engine ?? "llama", source: "remote", description: "Served by another PoP or an upstream provider", path: null, installed: false, sizeBytes: null, license: null, hub: null };
   }
 
-  isRemote(ctx: CallContext, info: ModelInfo): boolean {
+  where(ctx: CallContext, info: ModelInfo): "here" | "elsewhere" | "busy" {
     const allowed = allowedJurisdictions(ctx);
-    return !(this.served.has(info.id) && (allowed === null || allowed.includes(this.o.pop.jurisdiction)));
+    if (!(this.served.has(info.id) && (allowed === null || allowed.includes(this.o.pop.jurisdiction)))) return "elsewhere";
+    return this.active >= this.o.pop.capacity ? "busy" : "here";
+  }
+
+  async here<T>(run: () => Promise<T>): Promise<T> {
+    this.active++;
+    try {
+      return await run();
+    } finally {
+      this.active--;
+    }
   }
 
   async forward(ctx: CallContext, info: ModelInfo, call: ModelCall, onText?: (text: string) => void): Promise<RunOutcome> {
@@ -83,7 +93,7 @@ export class ClusterRouter implements Router {
     const query = { topology: this.o.topology, entry: this.o.pop, model: info.id, serves: (pop: string, model: string) => this.membership.serves(pop, model), upstreamsAllowed: call.kind !== "infer" };
     const targets = placements({ ...query, allowed }).filter((t) => t.kind !== "pop" || t.pop !== this.o.pop);
     const tried: string[] = [];
-    for (const t of targets) {
+    for (const [i, t] of targets.entries()) {
       if (t.kind === "pop") {
         // Known before the first streamed byte: the stream's headers name the PoP serving it.
         ctx.servedBy = t.pop.name;
@@ -91,7 +101,7 @@ export class ClusterRouter implements Router {
           const r = await callPop(
             this.o.nc,
             t.pop.name,
-            { model: info.id, requestId: ctx.requestId, principal: { accountId: ctx.principal.accountId, tokenId: ctx.principal.tokenId }, deadline: Date.now() + 600_000, stream: onText !== undefined, call, from: this.o.pop.name },
+            { model: info.id, requestId: ctx.requestId, principal: { accountId: ctx.principal.accountId, tokenId: ctx.principal.tokenId }, deadline: Date.now() + 600_000, stream: onText !== undefined, call, from: this.o.pop.name, mayRefuse: i < targets.length - 1 },
             { signal: ctx.signal, onText },
           );
           return { result: r.result as RunOutcome["result"], input: r.input, output: r.output, remote: { servedBy: r.servedBy, cpuMs: r.cpuMs } };
@@ -114,7 +124,11 @@ export class ClusterRouter implements Router {
   }
 
   /** A call another PoP sent here: run on this node's engines; that PoP metered and limited it. */
-  private async serveForwarded(info: ModelInfo, call: ModelCall, signal: AbortSignal, onText?: (t: string) => void) {
+  private async serveForwarded(info: ModelInfo, call: ModelCall, c: { signal: AbortSignal; onText?: (t: string) => void; mayRefuse: boolean }) {
+    const { signal, onText } = c;
+    // Full: refused before it runs, so the calling PoP tries the next place — unless this is the
+    // last place there is, where waiting in the queue beats a refusal.
+    if (c.mayRefuse && this.active >= this.o.pop.capacity) throw new BordeError("OutOfCapacity", `PoP ${this.o.pop.name} is at capacity (${this.o.pop.capacity} calls)`);
     const stop = this.o.cpu.start();
     this.active++;
     try {

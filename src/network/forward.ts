@@ -112,7 +112,7 @@ export function callPop(nc: NatsConnection, pop: string, req: RemoteRequest, o: 
   });
 }
 
-export type CallHandler = (req: RemoteRequest, o: { signal: AbortSignal; onText?: (text: string) => void }) => Promise<{ result: unknown; input: number; output: number; cpuMs: number }>;
+export type CallHandler = (req: RemoteRequest, o: { signal: AbortSignal; onText?: (text: string) => void; mayRefuse: boolean }) => Promise<{ result: unknown; input: number; output: number; cpuMs: number }>;
 
 /**
  * Serves calls for one model of this PoP: queue group `<pop>`, so the PoP's nodes share them.
@@ -144,7 +144,7 @@ export function serveModel(nc: NatsConnection, pop: string, model: string, serve
       const deadline = setTimeout(() => controller.abort(new BordeError("Timeout", "Request timeout")), Math.max(0, left));
       send({ t: "ack", cancel: cancel.subject });
       const alive = setInterval(() => send({ t: "alive" }), ALIVE_MS);
-      handle(req, { signal: controller.signal, onText: req.stream ? (d) => send({ t: "text", d }) : undefined })
+      handle(req, { signal: controller.signal, onText: req.stream ? (d) => send({ t: "text", d }) : undefined, mayRefuse: req.mayRefuse })
         .then(
           (r) => send({ t: "done", ...r, servedBy }),
           (e: unknown) => {

@@ -28,7 +28,7 @@ export interface NatsConfigOptions {
    * The address `from` dials to reach `to` (gateway and route links); default `to`'s own. The
    * simulator puts a latency-emulating proxy on each link this way.
    */
-  linkAddress?: (from: Pop, to: Pop, kind: "route" | "gateway") => { host: string; port: number };
+  linkAddress?: (from: Pop, to: Pop, kind: "route" | "gateway") => { host: string; port: number } | undefined;
 }
 
 const q = (s: string) => JSON.stringify(s);

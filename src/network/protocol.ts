@@ -58,6 +58,8 @@ export interface RemoteRequest {
   call: ModelCall;
   /** The entry PoP, for logs and `borde-pop`. */
   from: string;
+  /** Other places remain after this one: a PoP at capacity should refuse (and not queue) it. */
+  mayRefuse: boolean;
 }
 
 export type Reply =

@@ -102,6 +102,15 @@ describe("edge network (real nats-server and borde node processes)", () => {
     assert.equal(bad.status, 400);
   });
 
+  it("spills over to the next PoP when the entry PoP is at capacity", async (t) => {
+    if (!sim) return t.skip("no nats-server");
+    // Virginia takes 2 calls at once (capacity = 2); the others go to the nearest other PoP.
+    const all = await Promise.all(Array.from({ length: 6 }, () => run(url("virginia"), "@borde/stories260k", { prompt: "Once upon a time", max_tokens: 200, temperature: 0 })));
+    assert.ok(all.every((r) => r.status === 200), JSON.stringify(all.map((r) => r.status)));
+    const by = new Set(all.map((r) => r.servedBy));
+    assert.ok(by.has("virginia") && by.has("frankfurt"), `served by ${[...by].join(", ")}`);
+  });
+
   it("replicates accounts and tokens: made on one PoP, they work on every PoP; revoked anywhere, everywhere", async (t) => {
     if (!sim) return t.skip("no nats-server");
     const admin = { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" };

@@ -88,6 +88,7 @@ export async function startSim(o: SimOptions): Promise<Sim> {
       for (const to of topology.pops) {
         if (from === to) continue;
         const kind = from.region === to.region ? "route" : "gateway";
+        if (oneWayMs(from, to) === 0) continue; // same place: a direct link
         const proxy = await startDelayProxy({ target: { host: to.host, port: kind === "route" ? to.cluster_port : to.gateway_port }, delayMs: oneWayMs(from, to) });
         proxies.push(proxy);
         links.set(`${from.name}>${to.name}`, { host: proxy.host, port: proxy.port });
@@ -98,7 +99,7 @@ export async function startSim(o: SimOptions): Promise<Sim> {
     await Promise.all(
       topology.pops.map(async (pop) => {
         const conf = path.join(o.workDir, `${pop.name}.conf`);
-        fs.writeFileSync(conf, natsConfig(topology, pop, { storeDir: path.join(o.workDir, "nats-data"), linkAddress: (from, to) => links.get(`${from.name}>${to.name}`)! }));
+        fs.writeFileSync(conf, natsConfig(topology, pop, { storeDir: path.join(o.workDir, "nats-data"), linkAddress: (from, to) => links.get(`${from.name}>${to.name}`) }));
         const child = spawn(natsBin, ["-c", conf], { stdio: ["ignore", "ignore", "pipe"] });
         children.push(child);
         await waitFor(child, "stderr", /Server is ready/, `nats-server of ${pop.name}`, 15_000);
