@@ -46,6 +46,8 @@ export class ModelStore {
   private readonly bundled: Map<string, BundledModel>;
   private readonly inspect: ModelStoreOptions["inspect"];
   private readonly taskCache = new Map<string, { mtimeMs: number; size: number; task: Task; engine: EngineName }>();
+  private readonly bundledSizes = new Map<string, number>();
+  private readonly stamps = new Map<string, { at: number; stamp: Stamp }>();
 
   constructor(options: ModelStoreOptions) {
     this.dir = path.resolve(options.dir);
@@ -111,7 +113,12 @@ export class ModelStore {
     }
     const bundled = this.bundled.get(id);
     if (bundled) {
-      const size = await pathSize(bundled.path);
+      // Bundled files do not change while the process runs: sized once, not on every request.
+      let size: number | null | undefined = this.bundledSizes.get(id);
+      if (size === undefined) {
+        size = await pathSize(bundled.path);
+        if (size !== null) this.bundledSizes.set(id, size);
+      }
       if (size === null) throw noSuchModel(id, `Bundled model ${id} is missing from this install`);
       return bundledInfo(bundled, size);
     }
@@ -193,8 +200,21 @@ export class ModelStore {
     } catch {
       return null; // a name we could not address safely is not served
     }
-    const stamp = st.isFile() ? { mtimeMs: st.mtimeMs, size: st.size } : await folderStamp(p, st.mtimeMs);
+    const stamp = st.isFile() ? { mtimeMs: st.mtimeMs, size: st.size } : await this.folderStampCached(p, st.mtimeMs);
     return { id, path: p, folder: st.isDirectory(), stamp };
+  }
+
+  /**
+   * A folder's stamp walks the whole folder; on the request path it is reused for a second, so a
+   * burst of requests to one `@local` folder costs one walk (a change is seen within a second).
+   */
+  private async folderStampCached(p: string, mtimeMs: number): Promise<Stamp> {
+    const hit = this.stamps.get(p);
+    const now = Date.now();
+    if (hit && now - hit.at < 1000) return hit.stamp;
+    const stamp = await folderStamp(p, mtimeMs);
+    this.stamps.set(p, { at: now, stamp });
+    return stamp;
   }
 
   private async factsOf(p: string, stamp: Stamp): Promise<{ task: Task; engine: EngineName }> {

@@ -40,6 +40,8 @@ export type BatchFn<I, O> = (model: LoadedModel, inputs: I[], signal: AbortSigna
 
 export class Batcher {
   private readonly lanes = new Map<string, Lane>();
+  /** What each model allows, learnt on its first pass and kept after its lane goes idle. */
+  private readonly learnt = new Map<string, { maxBatch: number; slots: number }>();
 
   constructor(
     private readonly scheduler: Scheduler,
@@ -52,7 +54,8 @@ export class Batcher {
     const key = `${info.id}\u0000${info.path}\u0000${kind}`;
     let lane = this.lanes.get(key);
     if (!lane) {
-      lane = { pending: [], running: 0, maxBatch: 1, slots: 1, timer: null };
+      const known = this.learnt.get(key);
+      lane = { pending: [], running: 0, maxBatch: known?.maxBatch ?? 1, slots: known?.slots ?? 1, timer: null };
       this.lanes.set(key, lane);
     }
     if (lane.pending.length >= this.options.maxPending) {
@@ -90,7 +93,7 @@ export class Batcher {
       const batch = lane.pending.splice(0, lane.maxBatch);
       for (const item of batch) item.signal.removeEventListener("abort", item.onAbort);
       lane.running++;
-      void this.runBatch(lane, info, batch, run).finally(() => {
+      void this.runBatch(key, lane, info, batch, run).finally(() => {
         lane.running--;
         if (lane.pending.length > 0) this.pump(key, lane, info, run);
         else if (lane.running === 0) this.lanes.delete(key);
@@ -98,7 +101,7 @@ export class Batcher {
     }
   }
 
-  private async runBatch(lane: Lane, info: ModelInfo, batch: Item<unknown, unknown>[], run: BatchFn<unknown, unknown>): Promise<void> {
+  private async runBatch(key: string, lane: Lane, info: ModelInfo, batch: Item<unknown, unknown>[], run: BatchFn<unknown, unknown>): Promise<void> {
     // The pass stops only when every caller in it has gone: one client leaving must not cost the others.
     const live = batch.filter((i) => !i.signal.aborted);
     if (live.length === 0) return batch.forEach((i) => i.reject(i.signal.reason));
@@ -107,6 +110,7 @@ export class Batcher {
       this.scheduler.run(info, s, async (model, ss) => {
         lane.maxBatch = Math.max(1, Math.min(model.maxBatch ?? 1, this.options.maxBatch));
         lane.slots = Math.max(1, model.slots);
+        this.learnt.set(key, { maxBatch: lane.maxBatch, slots: lane.slots });
         const outputs = await run(model, items.map((i) => i.input), ss);
         if (outputs.length !== items.length) throw new BordeError("Internal", `Engine returned ${outputs.length} outputs for ${items.length} inputs`);
         return outputs;

@@ -11,6 +11,11 @@ export interface DecodeLimits {
   maxAudioSeconds: number;
 }
 
+/** "a" or "an" before a task name, for messages. */
+export function article(word: string): "a" | "an" {
+  return /^[aeiou]/i.test(word) ? "an" : "a";
+}
+
 export function isInferTask(task: string): task is InferTask {
   return task in TASK_INPUTS;
 }
@@ -25,7 +30,7 @@ export async function decodeTaskInput(task: InferTask, body: unknown, limits: De
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const where = issue.path.length ? `${issue.path.join(".")}: ` : "";
-    throw new BordeError("InvalidInput", `Invalid input for a ${task} model: ${where}${issue.message}`);
+    throw new BordeError("InvalidInput", `Invalid input for ${article(task)} ${task} model: ${where}${issue.message}`);
   }
   const media = MEDIA_FIELDS[task];
   const raw = media ? bytesFromInput((parsed.data as Record<string, unknown>)[media.field], media.field) : null;

@@ -5,7 +5,7 @@ import { after, before, test } from "node:test";
 import { BordeError } from "../../src/errors.js";
 import { startDelayProxy, type DelayProxy } from "../../src/network/sim/delay-proxy.js";
 import { runLoad } from "../../src/network/sim/loadgen.js";
-import { medianOf, summarize } from "../../src/network/sim/report.js";
+import { summarize } from "../../src/network/sim/report.js";
 
 let server: http.Server;
 let port: number;
@@ -45,8 +45,8 @@ async function via(delayMs: number): Promise<string> {
 
 test("runLoad records every response with its latency, bytes and routing headers", async () => {
   const clients = [
-    { city: "lisbon", lat: 38.7, lon: -9.1, targets: { edge: await via(2), central: await via(15) } },
-    { city: "tokyo", lat: 35.7, lon: 139.7, targets: { edge: await via(2), central: await via(15) } },
+    { city: "lisbon", lat: 38.7, lon: -9.1, targets: { edge: await via(2), central: await via(25) } },
+    { city: "tokyo", lat: 35.7, lon: 139.7, targets: { edge: await via(2), central: await via(25) } },
   ];
   const requests = [
     { task: "classify", path: "/client/v4/accounts/acc/ai/run/@borde/ok", body: { text: "hi" } },
@@ -57,12 +57,12 @@ test("runLoad records every response with its latency, bytes and routing headers
 
   for (const [samples, delay] of [
     [edge, 2],
-    [central, 15],
+    [central, 25],
   ] as const) {
-    assert.ok(samples.length >= 8, `${samples.length} samples`);
+    assert.ok(samples.length >= 4, `${samples.length} samples: each of the 2 × 2 loops sends at least one`);
     for (const s of samples) {
       assert.ok(s.ms >= 2 * delay, `a request took ${s.ms} ms through a ${delay} ms proxy`);
-      assert.ok(s.startedAt >= 0 && s.startedAt < 300);
+      assert.ok(s.startedAt >= 0 && s.startedAt < 300, `started at ${s.startedAt} ms`);
       if (s.task === "classify") {
         assert.deepEqual([s.ok, s.status, s.servedBy, s.entryPop, s.bytesIn, s.bytesOut], [true, 200, "frankfurt", "madrid", 113, 13]);
       } else {
@@ -71,10 +71,9 @@ test("runLoad records every response with its latency, bytes and routing headers
     }
     assert.deepEqual(new Set(samples.map((s) => s.city)), new Set(["lisbon", "tokyo"]));
   }
-  assert.ok(medianOf(central.map((s) => s.ms)) > medianOf(edge.map((s) => s.ms)) + 20);
   const summary = summarize([...edge, ...central]);
   assert.deepEqual(summary.modes, ["edge", "central"]);
-  assert.ok(summary.cells.find((c) => c.task === "broken")!.okPct === 0);
+  assert.equal(summary.cells.find((c) => c.task === "broken")!.okPct, 0);
 
   const json = seen.find((r) => r.url.endsWith("/ok"))!;
   assert.deepEqual([json.auth, json.type, json.body], ["Bearer tok", "application/json", '{"text":"hi"}']);
@@ -95,7 +94,7 @@ test("a target nobody listens on gives failed samples with status 0, not an exce
     concurrencyPerClient: 1,
     durationMs: 50,
   });
-  assert.ok(samples.length >= 1);
+  assert.ok(samples.length >= 1, "at least one failed sample");
   for (const s of samples) assert.deepEqual([s.ok, s.status, s.bytesIn], [false, 0, 0]);
 });
 
@@ -112,7 +111,7 @@ test("the signal stops the run at once, without recording the aborted requests",
     durationMs: 10_000,
     signal: ac.signal,
   });
-  assert.ok(performance.now() - t < 1000);
+  assert.ok(performance.now() - t < 1000, "runLoad returned soon after the abort");
   assert.deepEqual(samples, []);
 });
 

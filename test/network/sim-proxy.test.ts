@@ -101,8 +101,9 @@ test("50 concurrent connections keep the delay", async (t) => {
   await withProxy(async (p) => {
     const rtts = (await Promise.all(Array.from({ length: 50 }, () => pings(p.port, 20, 5)))).flat();
     t.diagnostic(`50 connections: ${fmt(rtts)}`);
-    assert.ok(Math.min(...rtts) >= 2 * DELAY);
-    assert.ok(medianOf(rtts) <= 2 * DELAY + 3, `median ${medianOf(rtts).toFixed(3)} ms`);
+    assert.ok(Math.min(...rtts) >= 2 * DELAY, "no exchange may be faster than 2 × delay");
+    // Looser than for one connection: 50 pingers and the echo server share this thread with the proxy.
+    assert.ok(medianOf(rtts) <= 2 * DELAY + 5, `median ${medianOf(rtts).toFixed(3)} ms`);
     assert.equal(p.stats().connections, 50);
   });
 });
@@ -115,7 +116,7 @@ test("1 MiB is echoed intact and in order", async () => {
     s.write(data);
     const got = await back;
     assert.equal(got.length, data.length);
-    assert.ok(got.equals(data));
+    assert.ok(got.equals(data), "the bytes came back unchanged");
     assert.equal(p.stats().bytes, 2 * data.length);
     s.destroy();
     await closed(s);

@@ -28,7 +28,7 @@ test("percentile interpolates between ranks; medianOf is the usual median", () =
   assert.equal(percentile([1, 2, 3, 4], 0), 1);
   assert.equal(percentile([1, 2, 3, 4], 100), 4);
   assert.equal(percentile([10, 20], 90), 19);
-  assert.ok(Number.isNaN(percentile([], 50)));
+  assert.ok(Number.isNaN(percentile([], 50)), "NaN for no values");
 });
 
 test("summarize: per mode × task × city, per mode × city and per mode", () => {
@@ -40,13 +40,13 @@ test("summarize: per mode × task × city, per mode × city and per mode", () =>
 
   const edgeLisbon = s.cells.find((c) => c.mode === "edge" && c.task === "classify" && c.city === "Lisbon")!;
   assert.deepEqual([edgeLisbon.count, edgeLisbon.okPct, edgeLisbon.p50, edgeLisbon.bytesIn, edgeLisbon.bytesOut], [10, 100, 14.5, 1000, 100]);
-  assert.ok(Math.abs(edgeLisbon.p90 - 18.1) < 1e-9);
+  assert.ok(Math.abs(edgeLisbon.p90 - 18.1) < 1e-9, `p90 ${edgeLisbon.p90}`);
 
   // Failures count against ok % but stay out of the latency figures.
   const tokyo = s.cells.find((c) => c.mode === "central" && c.task === "embed" && c.city === "Tokyo")!;
   assert.equal(tokyo.count, 12);
   assert.equal(tokyo.okCount, 10);
-  assert.ok(Math.abs(tokyo.okPct - 83.333) < 0.001);
+  assert.ok(Math.abs(tokyo.okPct - 83.333) < 0.001, `ok% ${tokyo.okPct}`);
   assert.equal(tokyo.p50, 104.5);
 
   const tokyoAll = s.byCity.find((c) => c.mode === "central" && c.city === "Tokyo")!;
@@ -104,7 +104,7 @@ test("renderSvgChart: a self-contained grouped bar chart with every city, bars, 
   assert.match(svg, /<\/svg>$/);
   assertBalanced(svg);
   for (const city of ["Lisbon", "São Paulo &amp; &lt;Co&gt;", "Tokyo"]) assert.ok(svg.includes(`>${city}</text>`), city);
-  assert.ok(svg.includes("p50 &lt;edge&gt; &amp; central"));
+  assert.ok(svg.includes("p50 &lt;edge&gt; &amp; central"), "the title is escaped");
   assert.equal((svg.match(/<rect [^>]*><title>/g) ?? []).length, 6, "3 cities × 2 modes");
   assert.ok(svg.includes(">edge</text>") && svg.includes(">central</text>"), "legend");
   assert.doesNotMatch(svg, /NaN|undefined|Infinity/);

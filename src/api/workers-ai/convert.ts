@@ -62,7 +62,9 @@ export function toGenerationRequest(i: TextGenerationInput): GenerationRequest {
 }
 
 export const EmbeddingsInput = z.object({
-  text: z.union([z.string().min(1).max(1_000_000), z.array(z.string().min(1).max(1_000_000)).min(1).max(256)]),
+  text: z.union([z.string().min(1).max(1_000_000), z.array(z.string().min(1).max(1_000_000)).min(1).max(256)], {
+    error: "text must be a non-empty string or a list of 1-256 non-empty strings",
+  }),
 });
 
 /** Workers AI's text-generation result: tool calls in its own `{name, arguments}` shape. */

@@ -3,7 +3,7 @@ import { z } from "zod";
 import { BordeError } from "../../errors.js";
 import type { GenerationResult } from "../../engines/contract.js";
 import { readInputBody } from "../body.js";
-import { decodeTaskInput, isInferTask, MEDIA_FIELDS, TASK_INFO } from "../../tasks/index.js";
+import { article, decodeTaskInput, isInferTask, MEDIA_FIELDS, TASK_INFO } from "../../tasks/index.js";
 import { callContext, type ApiDeps, type Env } from "../context.js";
 import { SSE_DONE, sseData } from "../sse.js";
 import { respondWithStream, streamHooks } from "../stream.js";
@@ -44,13 +44,13 @@ export function registerWorkersAi(app: Hono<Env>, deps: ApiDeps): void {
         const task = info.task;
         // A raw file body is the task's media field (`curl --data-binary @photo.jpg`).
         const media = MEDIA_FIELDS[task];
-        if ("binary" in input && !media) throw new BordeError("InvalidInput", `Invalid input: a ${task} model takes a JSON object, not a file`);
+        if ("binary" in input && !media) throw new BordeError("InvalidInput", `Invalid input: ${article(task)} ${task} model takes a JSON object, not a file`);
         const wire = "binary" in input ? { [media!.field]: input.binary } : input.json;
         const decoded = await decodeTaskInput(task, wire, { maxPixels: deps.config.maxImagePixels, maxAudioSeconds: deps.config.maxAudioSeconds });
         const result = await deps.inference.infer(call.ctx, info, decoded);
         return meteredJson(c, deps, call, { result, success: true, errors: [], messages: [] });
       }
-      if ("binary" in input) throw new BordeError("InvalidInput", `Invalid input: a ${info.task} model takes a JSON object, not a file`);
+      if ("binary" in input) throw new BordeError("InvalidInput", `Invalid input: ${article(info.task)} ${info.task} model takes a JSON object, not a file`);
       const body = input.json as Record<string, unknown>;
       const asksForText = "prompt" in body || "messages" in body;
       // Any GGUF llama can also embed: `{text}` without a prompt asks for that. A prompt sent to an
