@@ -135,12 +135,13 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
       : undefined,
   });
   await router?.start(inference);
-  const replication = nc && router ? new ConfigReplication(nc, accounts, logger.child({ component: "replication" }), router.nodeId) : null;
-  replication?.start();
   const auth = options.auth ?? { authenticate: async (token: string) => accounts.authenticate(token) };
   // Workers: one workerd process per account, env.AI through the same inference service and meter.
   const runtime = createWorkerRuntime({ ai: createAiBridge({ inference, accounts, meter, maxTokensLimit: config.maxTokensLimit, decodeLimits: { maxPixels: config.maxImagePixels, maxAudioSeconds: config.maxAudioSeconds } }), logger });
-  const workers = createWorkers({ db, dataDir: config.dataDir, runtime, logger, accounts });
+  const workers = createWorkers({ db, dataDir: config.dataDir, runtime, logger, accounts, secretKey: config.secretKey });
+  // Cluster: accounts, tokens and workers follow the JetStream bucket (after the router: a PoP's
+  // heartbeats need not wait for the replay).
+  const replication = nc && router ? new ConfigReplication(nc, accounts, workers, logger.child({ component: "replication" }), router.nodeId) : null;
   let ready = false;
   const app = createApp({ config, auth, accounts, meter, usage, workers, inference, store, scheduler, metrics, logger, isReady: () => ready });
 
@@ -207,6 +208,8 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
   try {
     // Deployed workers come back with the node (a failing one is logged and answers 500).
     await workers.start();
+    // Then what other PoPs changed (replayed from the bucket) on top of what this node had.
+    replication?.start();
     for (const id of config.preload) {
       const info = await store.resolve(id);
       await scheduler.preload(info);

@@ -3,28 +3,36 @@ import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { AccountStore, Replicated } from "../accounts/index.js";
 import type { Logger } from "../observability/index.js";
+import type { Workers, WorkerSnapshot } from "../workers/deploy/index.js";
 
 /** The JetStream key-value bucket (on the core region) that holds the replicated configuration. */
 export const CONFIG_BUCKET = "BORDE_CONFIG";
 
+/** One entry of the bucket: who put it, and what. */
+type Entry = { origin: string } & ({ kind: "row"; change: Replicated } | { kind: "worker"; worker: WorkerSnapshot });
+
 /**
- * Accounts and tokens, the same on every PoP: a change made on any PoP (admin API, CLI) is put in
- * the `BORDE_CONFIG` bucket as `<table>.<id>` → row, and every PoP watches the bucket and applies
- * what the others put. JetStream keeps the latest row per key, so a PoP that starts (or comes back
- * after a partition) replays the current state first, then follows changes. Token rows carry the
- * sha256 digest of the secret, never the secret.
+ * Accounts, tokens and deployed workers, the same on every PoP: a change made on any PoP (admin
+ * API, CLI, `borde deploy`) is put in the `BORDE_CONFIG` bucket — `accounts.<id>` / `tokens.<id>` →
+ * the row, `worker.<name>` → the worker's active version, code and sealed secrets — and every PoP
+ * watches the bucket and applies what the others put. JetStream keeps the latest entry per key, so
+ * a PoP that starts (or comes back after a partition) replays the current state first, then
+ * follows changes. Token rows carry the sha256 digest of the secret, never the secret.
  */
 export class ConfigReplication {
   private kv: KV | null = null;
   private stopped = false;
   private watching: Promise<void> | null = null;
   private iter: { stop(): void } | null = null;
-  /** Rows this node put, by key and revision: their echo from the watch is not applied again. */
-  private readonly pending: Replicated[] = [];
+  /** Local changes not yet in the bucket (JetStream unreachable, or the bucket not open yet). */
+  private readonly pending: { key: string; entry: Entry }[] = [];
+  /** Worker changes are applied one at a time, in the bucket's order. */
+  private workerQueue: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly nc: NatsConnection,
     private readonly accounts: AccountStore,
+    private readonly workers: Workers | null,
     private readonly logger: Logger,
     private readonly origin: string,
   ) {}
@@ -34,10 +42,8 @@ export class ConfigReplication {
    * changes made meanwhile are queued and put once it is open. Never blocks the node's start.
    */
   start(): void {
-    this.accounts.onChange((change) => {
-      this.pending.push(change);
-      void this.flush();
-    });
+    this.accounts.onChange((change) => this.put(`${change.table}.${String(change.row.id)}`, { origin: this.origin, kind: "row", change }));
+    this.workers?.onChange((worker) => this.put(`worker.${worker.name}`, { origin: this.origin, kind: "worker", worker }));
     this.watching = this.run();
   }
 
@@ -45,6 +51,12 @@ export class ConfigReplication {
     this.stopped = true;
     this.iter?.stop();
     await this.watching?.catch(() => undefined);
+    await this.workerQueue;
+  }
+
+  private put(key: string, entry: Entry): void {
+    this.pending.push({ key, entry });
+    void this.flush();
   }
 
   private async run(): Promise<void> {
@@ -58,12 +70,15 @@ export class ConfigReplication {
         for await (const e of iter) {
           if (this.stopped) break;
           if (e.operation !== "PUT") continue;
+          let entry: Entry;
           try {
-            const change = JSON.parse(new TextDecoder().decode(e.value)) as Replicated & { origin: string };
-            if (change.origin !== this.origin) this.accounts.applyReplica(change);
+            entry = JSON.parse(new TextDecoder().decode(e.value)) as Entry;
           } catch (err) {
-            this.logger.warn({ err, key: e.key }, "replicated config entry could not be applied");
+            this.logger.warn({ err, key: e.key }, "replicated config entry is not JSON; ignored");
+            continue;
           }
+          if (entry.origin === this.origin) continue;
+          this.apply(e.key, entry);
         }
         return;
       } catch (err) {
@@ -75,11 +90,24 @@ export class ConfigReplication {
     }
   }
 
+  private apply(key: string, entry: Entry): void {
+    if (entry.kind === "row") {
+      try {
+        this.accounts.applyReplica(entry.change);
+      } catch (err) {
+        this.logger.warn({ err, key }, "replicated account or token could not be applied");
+      }
+    } else if (this.workers) {
+      const workers = this.workers;
+      this.workerQueue = this.workerQueue.then(() => workers.applyReplica(entry.worker)).catch((err: unknown) => this.logger.warn({ err, key }, "replicated worker could not be applied"));
+    }
+  }
+
   private async flush(): Promise<void> {
     while (this.kv && this.pending.length > 0) {
-      const change = this.pending[0]!;
+      const { key, entry } = this.pending[0]!;
       try {
-        await this.kv.put(`${change.table}.${String(change.row.id)}`, JSON.stringify({ ...change, origin: this.origin }));
+        await this.kv.put(key, JSON.stringify(entry));
         this.pending.shift();
       } catch (err) {
         this.logger.warn({ err: String(err) }, "config replication: put failed; will retry");

@@ -14,6 +14,7 @@ import { after, before, describe, it } from "node:test";
 import sharp from "sharp";
 import { TASK_OUTPUTS, TASKS, type InferTask } from "../../src/tasks/index.js";
 import { ACCOUNT, answer, SHARED, startTestNode, TOKEN, type Answer, type TestNode } from "../helpers.js";
+import { DOG_BREEDS, TRIPLES } from "../fixtures/labelled.js";
 
 const IMAGES = path.join(SHARED, "fixtures/images");
 const AUDIO = path.join(SHARED, "fixtures/audio");
@@ -30,53 +31,6 @@ const VAD = "@borde/silero-vad";
 
 const OCR_LINES = ["Edge inference works offline.", "Invoice #4821 total: $1,234.56", "The quick brown fox jumps."];
 
-/** ImageNet's dog breeds (classes 151–268), by the names darknet's labels1k.txt gives them. */
-// prettier-ignore
-const DOG_BREEDS = new Set([
-  "Chihuahua", "Japanese spaniel", "Maltese dog", "Pekinese", "Shih-Tzu", "Blenheim spaniel", "papillon", "toy terrier",
-  "Rhodesian ridgeback", "Afghan hound", "basset", "beagle", "bloodhound", "bluetick", "black-and-tan coonhound",
-  "Walker hound", "English foxhound", "redbone", "borzoi", "Irish wolfhound", "Italian greyhound", "whippet",
-  "Ibizan hound", "Norwegian elkhound", "otterhound", "Saluki", "Scottish deerhound", "Weimaraner",
-  "Staffordshire bullterrier", "American Staffordshire terrier", "Bedlington terrier", "Border terrier",
-  "Kerry blue terrier", "Irish terrier", "Norfolk terrier", "Norwich terrier", "Yorkshire terrier",
-  "wire-haired fox terrier", "Lakeland terrier", "Sealyham terrier", "Airedale", "cairn", "Australian terrier",
-  "Dandie Dinmont", "Boston bull", "miniature schnauzer", "giant schnauzer", "standard schnauzer", "Scotch terrier",
-  "Tibetan terrier", "silky terrier", "soft-coated wheaten terrier", "West Highland white terrier", "Lhasa",
-  "flat-coated retriever", "curly-coated retriever", "golden retriever", "Labrador retriever",
-  "Chesapeake Bay retriever", "German short-haired pointer", "vizsla", "English setter", "Irish setter",
-  "Gordon setter", "Brittany spaniel", "clumber", "English springer", "Welsh springer spaniel", "cocker spaniel",
-  "Sussex spaniel", "Irish water spaniel", "kuvasz", "schipperke", "groenendael", "malinois", "briard", "kelpie",
-  "komondor", "Old English sheepdog", "Shetland sheepdog", "collie", "Border collie", "Bouvier des Flandres",
-  "Rottweiler", "German shepherd", "Doberman", "miniature pinscher", "Greater Swiss Mountain dog",
-  "Bernese mountain dog", "Appenzeller", "EntleBucher", "boxer", "bull mastiff", "Tibetan mastiff", "French bulldog",
-  "Great Dane", "Saint Bernard", "Eskimo dog", "malamute", "Siberian husky", "dalmatian", "affenpinscher", "basenji",
-  "pug", "Leonberg", "Newfoundland", "Great Pyrenees", "Samoyed", "Pomeranian", "chow", "keeshond",
-  "Brabancon griffon", "Pembroke", "Cardigan", "toy poodle", "miniature poodle", "standard poodle", "Mexican hairless",
-]);
-
-/** [a sentence, one about the same thing, one about something else]. */
-const TRIPLES: [string, string, string][] = [
-  ["How do I reset my password?", "I forgot my login password and need to change it.", "The weather will be sunny tomorrow."],
-  ["The cat is sleeping on the sofa.", "A kitten naps on the couch.", "Interest rates rose by half a percent."],
-  ["What is the capital of France?", "Paris is the largest city and capital of France.", "My car needs new tyres."],
-  ["I love eating pizza.", "Italian food like pizza is my favourite.", "The train leaves at seven."],
-  ["The stock market crashed today.", "Share prices fell sharply on Wall Street.", "She plays the violin beautifully."],
-  ["How tall is Mount Everest?", "Everest is the highest mountain on Earth.", "Add two eggs to the flour."],
-  ["He is learning to play the guitar.", "He takes guitar lessons every week.", "The server returned an error code."],
-  ["The baby is crying.", "An infant is in tears.", "The committee approved the budget."],
-  ["It is raining heavily outside.", "There is a storm with lots of rain.", "I bought a new laptop."],
-  ["Where can I buy fresh vegetables?", "Is there a farmers market nearby?", "The movie was too long."],
-  ["The dog chased the ball in the park.", "A puppy ran after a ball on the grass.", "Quantum computers use qubits."],
-  ["How do I cook rice?", "What is the best way to boil rice?", "The museum is closed on Mondays."],
-  ["The flight was delayed by two hours.", "Our plane took off late.", "He painted the fence white."],
-  ["I need a doctor.", "I should see a physician.", "The song topped the charts."],
-  ["The company hired fifty new employees.", "The firm recruited many new staff members.", "The river flows to the sea."],
-  ["My phone battery dies quickly.", "The battery on my mobile drains fast.", "The lion hunts at night."],
-  ["She won the tennis match.", "She beat her opponent at tennis.", "The soup needs more salt."],
-  ["The meeting is scheduled for Monday.", "We will meet at the start of next week.", "Penguins live in Antarctica."],
-  ["How much does this cost?", "What is the price of this item?", "The children built a sandcastle."],
-  ["The printer is out of ink.", "The printer cartridge is empty.", "Football is popular in Brazil."],
-];
 
 type LabelScore = { label: string; score: number };
 type Detection = LabelScore & { box: { xmin: number; ymin: number; xmax: number; ymax: number } };

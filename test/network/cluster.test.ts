@@ -11,21 +11,13 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { startSim, type Sim } from "../../src/network/sim/launcher.js";
 import { servicesAvailable } from "../services.js";
-import { NODE_COMMAND, natsOrSkip } from "./cluster-helpers.js";
+import { modelCaller, NODE_COMMAND, natsOrSkip } from "./cluster-helpers.js";
 
 const ACCOUNT = "acct_cluster";
 const TOKEN = "cluster-token-0123456789";
 const TOPOLOGY = path.resolve(import.meta.dirname, "../fixtures/network/cluster.toml");
 
-async function run(url: string, model: string, body: unknown, headers: Record<string, string> = {}) {
-  const res = await fetch(`${url}/client/v4/accounts/${ACCOUNT}/ai/run/${model}`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json", ...headers },
-    body: JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, pop: res.headers.get("borde-pop"), servedBy: res.headers.get("borde-served-by"), type: res.headers.get("content-type"), text, json: text.startsWith("{") ? JSON.parse(text) : undefined };
-}
+const run = modelCaller(ACCOUNT, TOKEN);
 
 describe("edge network (real nats-server and borde node processes)", () => {
   let sim: Sim;
@@ -41,7 +33,8 @@ describe("edge network (real nats-server and borde node processes)", () => {
       workDir: work,
       nodeCommand: NODE_COMMAND,
       modelsDir: path.join(work, "models"),
-      env: { BORDE_DEV_ACCOUNT: ACCOUNT, BORDE_DEV_TOKEN: TOKEN, BORDE_DEV_PLAN: "paid" },
+      // One secrets key for every PoP, so that workers' sealed secrets replicate.
+      env: { BORDE_DEV_ACCOUNT: ACCOUNT, BORDE_DEV_TOKEN: TOKEN, BORDE_DEV_PLAN: "paid", BORDE_SECRET_KEY: "ab".repeat(32) },
     });
     // Every PoP has heard every other's heartbeat (they go out every 500 ms).
     await new Promise((r) => setTimeout(r, 1500));
@@ -133,6 +126,39 @@ describe("edge network (real nats-server and borde node processes)", () => {
     const revoke = await fetch(`${url("madrid")}/client/v4/admin/tokens/${token.id}`, { method: "DELETE", headers: admin });
     assert.equal(revoke.status, 200, await revoke.text());
     assert.ok(await until("virginia", 401), "revoked in Madrid, refused in Virginia");
+  });
+
+  it("replicates deployed workers and their secrets: deployed on one PoP, they run on every PoP; deleted anywhere, gone everywhere", async (t) => {
+    if (!sim) return t.skip("no nats-server");
+    const api = (pop: string, method: string, p: string, body?: unknown) =>
+      fetch(`${url(pop)}/client/v4/accounts/${ACCOUNT}/workers/scripts${p}`, {
+        method,
+        headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    const code = `export default { async fetch(req, env) { return Response.json({ hello: env.GREETING, secret: env.API_KEY ?? null }); } };`;
+    const put = await api("virginia", "PUT", "/edge-hello", {
+      modules: [{ name: "index.js", type: "esm", content_base64: Buffer.from(code).toString("base64") }],
+      compatibility_date: "2024-09-23",
+      vars: { GREETING: "hola" },
+    });
+    assert.equal(put.status, 200, await put.text());
+    const secret = await api("virginia", "PUT", "/edge-hello/secrets", { name: "API_KEY", text: "s3cret", type: "secret_text" });
+    assert.equal(secret.status, 200, await secret.text());
+    const until = async (pop: string, ok: (status: number, body: string) => boolean) => {
+      for (let i = 0; i < 80; i++) {
+        const r = await fetch(`${url(pop)}/workers/edge-hello/`);
+        if (ok(r.status, await r.text())) return true;
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      return false;
+    };
+    const expected = JSON.stringify({ hello: "hola", secret: "s3cret" });
+    assert.ok(await until("madrid", (s, b) => s === 200 && b === expected), "deployed in Virginia, running in Madrid with its secret");
+    assert.ok(await until("frankfurt", (s, b) => s === 200 && b === expected), "and in Frankfurt");
+    assert.equal((await api("frankfurt", "DELETE", "/edge-hello")).status, 200);
+    assert.ok(await until("virginia", (s) => s === 404), "deleted in Frankfurt, gone in Virginia");
+    assert.ok(await until("madrid", (s) => s === 404), "and in Madrid");
   });
 
   it("routes around a PoP killed under load: no hang, in-flight calls fail fast, new ones go elsewhere", async (t) => {

@@ -12,7 +12,7 @@ import { startSim, type Sim } from "../../src/network/sim/launcher.js";
 import { utcDay } from "../../src/metering/types.js";
 import { startTestNode, TOKEN as PROVIDER_TOKEN, type TestNode } from "../helpers.js";
 import { servicesAvailable } from "../services.js";
-import { NODE_COMMAND, natsOrSkip } from "./cluster-helpers.js";
+import { modelCaller, NODE_COMMAND, natsOrSkip } from "./cluster-helpers.js";
 
 const ACCOUNT = "acct_upstream";
 const TOKEN = "upstream-token-0123456789";
@@ -45,15 +45,7 @@ models = ["@borde/stories260k"]
 jurisdiction = "us"
 `;
 
-async function run(url: string, model: string, body: unknown, headers: Record<string, string> = {}) {
-  const res = await fetch(`${url}/client/v4/accounts/${ACCOUNT}/ai/run/${model}`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json", ...headers },
-    body: JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, servedBy: res.headers.get("borde-served-by"), text, json: text.startsWith("{") ? JSON.parse(text) : undefined };
-}
+const run = modelCaller(ACCOUNT, TOKEN);
 
 describe("upstream provider fallback (a second Borde node as the provider)", () => {
   let sim: Sim;

@@ -25,6 +25,22 @@ export interface WorkersOptions {
   logger: Logger;
   /** For audit entries; null writes none (tests). */
   accounts: AccountStore | null;
+  /** `BORDE_SECRET_KEY`: a secrets key shared by every PoP (else each node makes its own). */
+  secretKey?: string;
+}
+
+/**
+ * A worker as it is on the PoP where it last changed, for the other PoPs (cluster mode): its active
+ * version with its code, and its secrets sealed — only when the secrets key is shared, since a
+ * node's own key opens nothing elsewhere.
+ */
+export interface WorkerSnapshot {
+  name: string;
+  accountId: string;
+  deleted: boolean;
+  modifiedAt: number;
+  version?: { version: number; createdBy: string; settings: VersionSettings; modules: { name: string; type: WorkerModule["type"]; content: string }[] };
+  secrets?: { secret: string; sealed: string; updated_at: number }[];
 }
 
 export function createWorkers(options: WorkersOptions): Workers {
@@ -79,11 +95,78 @@ export class Workers {
   private readonly broken = new Map<string, string>();
   private readonly locks = new Map<string, { mutex: Mutex; users: number }>();
   private readonly tails = new Set<() => void>();
+  private publish: ((s: WorkerSnapshot) => void) | null = null;
+
+  /** Cluster mode: every change of a worker here is handed to `publish` once it is live and stored. */
+  onChange(publish: (s: WorkerSnapshot) => void): void {
+    this.publish = publish;
+  }
+
+  private changed(name: string, accountId: string): void {
+    if (!this.publish) return;
+    const script = this.store.script(name);
+    if (!script) return this.publish({ name, accountId, deleted: true, modifiedAt: Date.now() });
+    const v = this.store.version(name, script.active_version)!;
+    this.publish({
+      name,
+      accountId: script.account_id,
+      deleted: false,
+      modifiedAt: script.modified_at,
+      version: {
+        version: v.version,
+        createdBy: v.created_by,
+        settings: v.settings,
+        modules: this.store.modules(name, v.version).map((m) => ({ name: m.name, type: m.type, content: Buffer.from(m.content).toString("base64") })),
+      },
+      secrets: this.box.shared ? this.store.secrets(name).map((r) => ({ secret: r.secret, sealed: Buffer.from(r.sealed).toString("base64"), updated_at: r.updated_at })) : undefined,
+    });
+  }
+
+  /**
+   * A change made on another PoP: stored and made live here too (the replication log replays the
+   * latest state of every worker at start-up; what this node already has is skipped).
+   */
+  async applyReplica(s: WorkerSnapshot): Promise<void> {
+    await this.locked(s.name, async () => {
+      const local = this.store.script(s.name);
+      if (local && local.account_id !== s.accountId) {
+        this.log.warn({ worker: s.name }, "replicated worker has another account than the local one of that name; ignored");
+        return;
+      }
+      // The same state (this node's own change coming back, or a replay at start-up): nothing to do.
+      // Otherwise the replication log's order decides, not the PoPs' clocks.
+      if (local && !s.deleted && local.modified_at === s.modifiedAt && local.active_version === s.version?.version) return;
+      if (s.deleted) {
+        if (!local) return;
+        this.store.deleteScript(s.name);
+        this.live.delete(s.name);
+        this.broken.delete(s.name);
+        await this.runtime.remove(s.accountId, s.name).catch((e: unknown) => this.log.error({ worker: s.name, err: e }, "runtime failed to remove a worker deleted elsewhere"));
+        return;
+      }
+      const v = s.version!;
+      const modules = v.modules.map((m) => ({ name: m.name, type: m.type, content: new Uint8Array(Buffer.from(m.content, "base64")) }));
+      this.store.transaction(() => {
+        this.store.putReplicatedVersion({ accountId: s.accountId, name: s.name, version: v.version, createdBy: v.createdBy, settings: v.settings, modules }, s.modifiedAt);
+        if (s.secrets) this.store.replaceSecrets(s.name, s.secrets.map((r) => ({ secret: r.secret, sealed: Buffer.from(r.sealed, "base64"), updated_at: r.updated_at })));
+      });
+      try {
+        await this.runtime.activate(this.workerVersion(s.accountId, s.name, v.version));
+        this.live.set(s.name, s.accountId);
+        this.broken.delete(s.name);
+        this.log.info({ worker: s.name, version: v.version }, "worker replicated from another PoP");
+      } catch (e) {
+        this.live.delete(s.name);
+        this.broken.set(s.name, reason(e));
+        this.log.error({ worker: s.name, err: e }, "replicated worker failed to start here");
+      }
+    });
+  }
 
   constructor(o: WorkersOptions) {
     this.store = new DeploymentStore(o.db);
     this.log = o.logger.child({ component: "workers" });
-    this.box = new SecretBox(o.dataDir, (m) => this.log.warn(m));
+    this.box = new SecretBox(o.dataDir, (m) => this.log.warn(m), o.secretKey);
     this.runtime = o.runtime;
     this.accounts = o.accounts;
   }
@@ -134,6 +217,7 @@ export class Workers {
       this.live.set(name, accountId);
       this.broken.delete(name);
       this.log.info({ worker: name, account: accountId, version }, "worker deployed");
+      this.changed(name, accountId);
       return this.versionInfo(this.store.version(name, version)!, version);
     });
   }
@@ -156,6 +240,7 @@ export class Workers {
         this.live.set(name, actor.accountId);
         this.broken.delete(name);
         this.log.info({ worker: name, from, to: target }, "worker rolled back");
+        this.changed(name, actor.accountId);
       }
       return { ...this.versionInfo(row, target), previous_version: from };
     });
@@ -176,6 +261,7 @@ export class Workers {
         this.log.error({ worker: name, err: e }, "runtime failed to remove a deleted worker");
       }
       this.log.info({ worker: name }, "worker deleted");
+      this.changed(name, actor.accountId);
       return { id: name };
     });
   }
@@ -205,6 +291,7 @@ export class Workers {
         this.accounts?.recordAudit(actor, "workers.secret.put", name, { secret });
       });
       this.log.info({ worker: name, secret }, "worker secret stored");
+      this.changed(name, actor.accountId);
       return { name: secret, type: "secret_text", modified_on: new Date().toISOString() };
     });
   }
@@ -227,6 +314,7 @@ export class Workers {
         this.accounts?.recordAudit(actor, "workers.secret.delete", name, { secret });
       });
       this.log.info({ worker: name, secret }, "worker secret deleted");
+      this.changed(name, actor.accountId);
       return { name: secret };
     });
   }

@@ -14,7 +14,18 @@ export class SecretBox {
   constructor(
     private readonly dataDir: string,
     private readonly onWarning: (message: string) => void = () => undefined,
-  ) {}
+    /** A key given by the operator (64 hex, `BORDE_SECRET_KEY`): the same on every PoP, so sealed secrets replicate. */
+    sharedKey?: string,
+  ) {
+    if (sharedKey !== undefined) {
+      if (!/^[0-9a-f]{64}$/.test(sharedKey)) throw new Error("BORDE_SECRET_KEY must be 64 hex digits (32 bytes)");
+      this.key = Buffer.from(sharedKey, "hex");
+    }
+    this.shared = sharedKey !== undefined;
+  }
+
+  /** True when the key is the operator's shared one (sealed secrets are valid on every PoP). */
+  readonly shared: boolean;
 
   get keyFile(): string {
     return path.join(this.dataDir, "secret.key");

@@ -79,6 +79,8 @@ export class DeploymentStore {
         "INSERT INTO worker_secrets (name, secret, sealed, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (name, secret) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
       ),
       deleteSecret: db.prepare("DELETE FROM worker_secrets WHERE name = ? AND secret = ?"),
+      deleteSecrets: db.prepare("DELETE FROM worker_secrets WHERE name = ?"),
+      deleteVersion: db.prepare("DELETE FROM worker_versions WHERE name = ? AND version = ?"),
     };
   }
 
@@ -129,6 +131,21 @@ export class DeploymentStore {
     this.q.insertVersion.run(v.name, v.version, v.accountId, now, v.createdBy, JSON.stringify(v.settings), size);
     for (const [i, m] of v.modules.entries()) this.q.insertModule.run(v.name, v.version, i, m.name, m.type, Buffer.from(m.content.buffer, m.content.byteOffset, m.content.byteLength));
     this.q.prune.run(v.name, v.version - KEEP_VERSIONS, v.version);
+  }
+
+  /**
+   * Puts a version as another PoP has it (replication): replaces a local version of that number,
+   * makes it active, keeps the other versions. Call inside a transaction.
+   */
+  putReplicatedVersion(v: { accountId: string; name: string; version: number; createdBy: string; settings: VersionSettings; modules: WorkerModule[] }, modifiedAt: number): void {
+    this.q.deleteVersion.run(v.name, v.version);
+    this.addVersion(v, modifiedAt);
+  }
+
+  /** Replaces every secret of a worker (replication). Call inside a transaction. */
+  replaceSecrets(name: string, rows: { secret: string; sealed: Buffer; updated_at: number }[]): void {
+    this.q.deleteSecrets.run(name);
+    for (const r of rows) this.q.putSecret.run(name, r.secret, r.sealed, r.updated_at);
   }
 
   setActive(name: string, version: number, now = Date.now()): void {
