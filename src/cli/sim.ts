@@ -73,7 +73,16 @@ export async function simCommand(argv: string[]): Promise<number> {
     modelsDir: values["models-dir"],
     routeFactor,
     // The load generator is one account sending everything: per-account limits are not under test.
-    env: { BORDE_DEV_ACCOUNT: account, BORDE_DEV_TOKEN: token, BORDE_DEV_PLAN: "paid", BORDE_RATE_LIMITS: UNLIMITED, BORDE_MAX_CONCURRENT: "1000000", BORDE_TOKENS_PER_MINUTE: "0" },
+    // One secrets key for the whole simulated network, so workers' secrets replicate.
+    env: {
+      BORDE_DEV_ACCOUNT: account,
+      BORDE_DEV_TOKEN: token,
+      BORDE_DEV_PLAN: "paid",
+      BORDE_RATE_LIMITS: UNLIMITED,
+      BORDE_MAX_CONCURRENT: "1000000",
+      BORDE_TOKENS_PER_MINUTE: "0",
+      BORDE_SECRET_KEY: process.env.BORDE_SECRET_KEY ?? randomBytes(32).toString("hex"),
+    },
     onPop: (p) => console.log(`pop ${p.name} ${p.url} pid ${p.pid}`),
   });
   try {

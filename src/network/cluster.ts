@@ -117,7 +117,11 @@ export class ClusterRouter implements Router {
         return { ...r, remote: { servedBy: t.upstream.name, cpuMs: 0 } };
       }
     }
-    if (allowed !== null && placements({ ...query, allowed: null }).length > 0) {
+    // 451 only when nothing inside the jurisdiction serves it at all (this PoP included); places that
+    // exist inside but refused (full, not answering) are a 503 like anywhere else.
+    const selfInside = this.served.has(info.id) && (allowed === null || allowed.includes(this.o.pop.jurisdiction));
+    const outside = placements({ ...query, allowed: null }).some((t) => t.kind !== "pop" || t.pop !== this.o.pop);
+    if (allowed !== null && targets.length === 0 && !selfInside && outside) {
       throw new BordeError("NotServedInJurisdiction", `Nothing in jurisdiction ${allowed.join(" or ")} serves ${info.id} now; the request was not sent outside it`);
     }
     throw new BordeError("NoLivePlace", `No live PoP or upstream serves ${info.id} now${tried.length ? ` (tried ${tried.join("; ")})` : ""}`, { retryAfter: 1 });

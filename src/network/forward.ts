@@ -65,30 +65,49 @@ export function callPop(nc: NatsConnection, pop: string, req: RemoteRequest, o: 
     let cancelSubject: string | null = null;
     let timer: NodeJS.Timeout | null = null;
     let settled = false;
+    const cancel = () => {
+      if (!cancelSubject) return;
+      try {
+        nc.publish(cancelSubject);
+      } catch {
+        // Connection closed: the serving PoP's deadline ends it.
+      }
+    };
     const finish = (fn: () => void) => {
       if (settled) return;
       settled = true;
       if (timer) clearTimeout(timer);
       o.signal.removeEventListener("abort", onAbort);
-      inbox.close();
+      // Given up on (abort, stall) after the PoP took it: tell the PoP to stop.
+      cancel();
+      // Not taken yet: the inbox stays open a while, so that an ack arriving late (a slow link, a
+      // blocked event loop) is answered with a cancel — the call is running elsewhere by then.
+      if (cancelSubject) inbox.close();
+      else {
+        lateAck = true;
+        setTimeout(() => inbox.close(), LATE_ACK_MS).unref();
+      }
       fn();
     };
+    let lateAck = false;
     const arm = (ms: number, onFire: () => void) => {
       if (timer) clearTimeout(timer);
       timer = setTimeout(onFire, ms);
     };
-    const onAbort = () => {
-      if (cancelSubject) nc.publish(cancelSubject);
-      finish(() => reject(o.signal.reason));
-    };
+    const onAbort = () => finish(() => reject(o.signal.reason));
     const inbox = Inboxes.of(nc).open((msg) => {
-        if (msg.data.length === 0 && msg.headers?.code === 503) return finish(() => reject(new NotTaken(pop, "no node serves the model there")));
-        let reply: Reply;
-        try {
-          reply = decode<Reply>(msg.data);
-        } catch {
-          return finish(() => reject(new BordeError("PopFailed", `PoP ${pop} sent a malformed reply`)));
+        if (lateAck) {
+          const late = safeDecode(msg.data);
+          if (late?.t === "ack") {
+            cancelSubject = late.cancel;
+            cancel();
+            inbox.close();
+          }
+          return;
         }
+        if (msg.data.length === 0 && msg.headers?.code === 503) return finish(() => reject(new NotTaken(pop, "no node serves the model there")));
+        const reply = safeDecode(msg.data);
+        if (!reply) return finish(() => reject(new BordeError("PopFailed", `PoP ${pop} sent a malformed reply`)));
         if (reply.t === "ack") cancelSubject = reply.cancel;
         else if (reply.t === "text") o.onText?.(reply.d);
         else if (reply.t === "done") return finish(() => resolve({ result: reply.result, input: reply.input, output: reply.output, cpuMs: reply.cpuMs, servedBy: reply.servedBy }));
@@ -112,6 +131,17 @@ export function callPop(nc: NatsConnection, pop: string, req: RemoteRequest, o: 
   });
 }
 
+/** How long a call given up before its ack keeps listening for a late ack (to cancel it). */
+const LATE_ACK_MS = 30_000;
+
+function safeDecode(data: Uint8Array): Reply | null {
+  try {
+    return decode<Reply>(data);
+  } catch {
+    return null;
+  }
+}
+
 export type CallHandler = (req: RemoteRequest, o: { signal: AbortSignal; onText?: (text: string) => void; mayRefuse: boolean }) => Promise<{ result: unknown; input: number; output: number; cpuMs: number }>;
 
 /**
@@ -125,18 +155,21 @@ export function serveModel(nc: NatsConnection, pop: string, model: string, serve
     callback: (err, msg) => {
       if (err || !msg.reply) return;
       const replyTo = msg.reply;
-      const send = (r: Reply) => {
+      const send = (r: Reply): boolean => {
         try {
           nc.publish(replyTo, encode(r));
+          return true;
         } catch {
-          // Connection closing: the caller notices the silence.
+          // Connection closing (the caller notices the silence), or over max_payload (below).
+          return false;
         }
       };
       let req: RemoteRequest;
       try {
         req = decode<RemoteRequest>(msg.data);
       } catch {
-        return send({ t: "error", kind: "InvalidInput", message: "Malformed forwarded call" });
+        send({ t: "error", kind: "InvalidInput", message: "Malformed forwarded call" });
+        return;
       }
       const controller = new AbortController();
       const cancel = Inboxes.of(nc).open(() => controller.abort(new BordeError("Aborted", "The entry PoP cancelled the call")));
@@ -146,7 +179,9 @@ export function serveModel(nc: NatsConnection, pop: string, model: string, serve
       const alive = setInterval(() => send({ t: "alive" }), ALIVE_MS);
       handle(req, { signal: controller.signal, onText: req.stream ? (d) => send({ t: "text", d }) : undefined, mayRefuse: req.mayRefuse })
         .then(
-          (r) => send({ t: "done", ...r, servedBy }),
+          (r) => {
+            if (!send({ t: "done", ...r, servedBy })) send({ t: "error", kind: "Internal", message: "The answer could not be sent back from the serving PoP (too large to forward?)" });
+          },
           (e: unknown) => {
             const b = e instanceof BordeError ? e : null;
             send({ t: "error", kind: b?.kind ?? "Internal", message: b?.message ?? "Internal error on the serving PoP", retryAfter: b?.retryAfter });

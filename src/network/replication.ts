@@ -24,8 +24,14 @@ export class ConfigReplication {
   private stopped = false;
   private watching: Promise<void> | null = null;
   private iter: { stop(): void } | null = null;
-  /** Local changes not yet in the bucket (JetStream unreachable, or the bucket not open yet). */
-  private readonly pending: { key: string; entry: Entry }[] = [];
+  /**
+   * Local changes not yet in the bucket (JetStream unreachable, or the bucket not open yet), by key:
+   * a newer change of a key replaces the older one, so the backlog is bounded by what exists.
+   */
+  private readonly pending = new Map<string, Entry>();
+  private flushing = false;
+  /** Token rows that arrived before their account (replay order): applied when it comes. */
+  private readonly parked = new Map<string, Replicated>();
   /** Worker changes are applied one at a time, in the bucket's order. */
   private workerQueue: Promise<void> = Promise.resolve();
 
@@ -55,7 +61,8 @@ export class ConfigReplication {
   }
 
   private put(key: string, entry: Entry): void {
-    this.pending.push({ key, entry });
+    this.pending.delete(key); // re-inserted last: changes keep their order
+    this.pending.set(key, entry);
     void this.flush();
   }
 
@@ -92,10 +99,23 @@ export class ConfigReplication {
 
   private apply(key: string, entry: Entry): void {
     if (entry.kind === "row") {
+      const change = entry.change;
+      const accountId = String(change.table === "accounts" ? change.row.id : change.row.account_id);
+      if (change.table === "tokens" && !this.accounts.getAccount(accountId)) {
+        this.parked.set(key, change);
+        return;
+      }
       try {
-        this.accounts.applyReplica(entry.change);
+        this.accounts.applyReplica(change);
       } catch (err) {
         this.logger.warn({ err, key }, "replicated account or token could not be applied");
+      }
+      if (change.table === "accounts") {
+        for (const [k, t] of this.parked) {
+          if (String(t.row.account_id) !== accountId) continue;
+          this.parked.delete(k);
+          this.apply(k, { origin: entry.origin, kind: "row", change: t });
+        }
       }
     } else if (this.workers) {
       const workers = this.workers;
@@ -103,17 +123,25 @@ export class ConfigReplication {
     }
   }
 
+  /** Puts the backlog in order; one flush at a time (two would race on the same entries). */
   private async flush(): Promise<void> {
-    while (this.kv && this.pending.length > 0) {
-      const { key, entry } = this.pending[0]!;
-      try {
-        await this.kv.put(key, JSON.stringify(entry));
-        this.pending.shift();
-      } catch (err) {
-        this.logger.warn({ err: String(err) }, "config replication: put failed; will retry");
-        setTimeout(() => void this.flush(), 1000).unref();
-        return;
+    if (this.flushing) return;
+    this.flushing = true;
+    try {
+      while (this.kv && this.pending.size > 0) {
+        const [key, entry] = this.pending.entries().next().value as [string, Entry];
+        try {
+          await this.kv.put(key, JSON.stringify(entry));
+          // Changed again while it was being put: keep the newer one queued.
+          if (this.pending.get(key) === entry) this.pending.delete(key);
+        } catch (err) {
+          this.logger.warn({ err: String(err) }, "config replication: put failed; will retry");
+          setTimeout(() => void this.flush(), 1000).unref();
+          return;
+        }
       }
+    } finally {
+      this.flushing = false;
     }
   }
 }

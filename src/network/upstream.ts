@@ -48,21 +48,37 @@ export async function callUpstream(
     const text = await res.text().catch(() => "");
     throw new BordeError("UpstreamFailed", `Upstream ${u.name} answered ${res.status}${text ? `: ${text.slice(0, 200)}` : ""}`);
   }
-  if (stream) return readStream(u, res, o.onText!);
-  const json = (await res.json()) as Record<string, any>; // provider JSON, checked field by field below
+  // A body cut, or not what the provider promised: the provider failed (502), not Borde (500).
+  const failed = (cause: unknown): never => {
+    if (o.signal.aborted) throw o.signal.reason;
+    throw new BordeError("UpstreamFailed", `Upstream ${u.name} sent an unreadable answer`, { cause });
+  };
+  if (stream) return readStream(u, res, o.onText!, (call as { request: GenerationRequest }).request).catch(failed);
+  const json = (await res.json().catch(failed)) as Record<string, any>; // provider JSON, checked field by field below
   if (call.kind === "embed") {
     const vectors: number[][] = u.kind === "openai" ? (json.data ?? []).map((d: { embedding: number[] }) => d.embedding) : (json.result?.data ?? []);
-    const tokens = u.kind === "openai" ? Number(json.usage?.prompt_tokens ?? 0) : 0;
+    // Billed by the provider's count, else estimated as everywhere else (4 characters a token).
+    const tokens = Number(json.usage?.prompt_tokens ?? 0) || estimateTokens(call.texts.join(""));
     if (vectors.length !== call.texts.length) throw new BordeError("UpstreamFailed", `Upstream ${u.name} returned ${vectors.length} vectors for ${call.texts.length} texts`);
     return { result: { vectors, promptTokens: tokens, pooling: "mean" }, input: tokens, output: 0 };
   }
   const text: string = u.kind === "openai" ? (json.choices?.[0]?.message?.content ?? json.choices?.[0]?.text ?? "") : (json.result?.response ?? "");
   const usage = u.kind === "openai" ? json.usage : json.result?.usage;
-  return finish(text, usage, u.kind === "openai" && json.choices?.[0]?.finish_reason === "length" ? "length" : "stop");
+  return finish(text, usage ?? estimatedUsage(call.request, text), u.kind === "openai" && json.choices?.[0]?.finish_reason === "length" ? "length" : "stop");
 }
 
 function sampling(r: GenerationRequest): Record<string, unknown> {
   return { max_tokens: r.maxTokens, temperature: r.temperature, top_p: r.topP, seed: r.seed, stop: r.stop };
+}
+
+function estimateTokens(s: string): number {
+  return Math.ceil(s.length / 4);
+}
+
+/** A provider that reports no usage is billed an estimate, never nothing. */
+function estimatedUsage(r: GenerationRequest, text: string) {
+  const prompt = r.prompt ?? (r.messages ?? []).map((m) => m.content).join("\n");
+  return { prompt_tokens: estimateTokens(prompt), completion_tokens: estimateTokens(text) };
 }
 
 function finish(text: string, usage: { prompt_tokens?: number; completion_tokens?: number } | undefined, reason: "stop" | "length") {
@@ -73,7 +89,7 @@ function finish(text: string, usage: { prompt_tokens?: number; completion_tokens
 }
 
 /** Server-sent events of either flavour: OpenAI's `choices[0].delta`, Workers AI's `response`. */
-async function readStream(u: Upstream, res: Response, onText: (t: string) => void) {
+async function readStream(u: Upstream, res: Response, onText: (t: string) => void, request: GenerationRequest) {
   let text = "";
   let usage: { prompt_tokens?: number; completion_tokens?: number } | undefined;
   let reason: "stop" | "length" = "stop";
@@ -103,5 +119,5 @@ async function readStream(u: Upstream, res: Response, onText: (t: string) => voi
       }
     }
   }
-  return finish(text, usage, reason);
+  return finish(text, usage ?? estimatedUsage(request, text), reason);
 }
