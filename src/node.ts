@@ -82,7 +82,7 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
   const credentials = devCredentials(config.devAccount, config.devToken);
   accounts.ensureDev(credentials.accountId, credentials.token, config.devPlan);
   const ledger = config.natsUrl ? null : new SqliteLedger(db);
-  const writer: UsageWriter | null = !config.metering ? null : config.natsUrl ? await createOutboxWriter(db, { servers: config.natsUrl, pop: config.pop, logger }) : ledger;
+  const writer: UsageWriter | null = !config.metering ? null : config.natsUrl ? await createOutboxWriter(db, { servers: config.natsUrl, pop: config.pop, logger, token: config.natsToken }) : ledger;
   let usage: UsageReader | null = ledger;
   let pg: PgLedger | null = null;
   if (config.postgresUrl) usage = pg = new PgLedger(config.postgresUrl, logger);
@@ -102,7 +102,7 @@ export async function startNode(config: Config, options: NodeOptions = {}): Prom
   if (options.cluster) {
     if (!config.natsUrl) throw new BordeError("Internal", "Cluster mode needs a NATS URL (BORDE_NATS_URL)");
     // Waits for NATS: a PoP without its NATS server can take no part in the network.
-    nc = await connectNats({ ...natsOptions(config.natsUrl, `borde-${config.pop}`), waitOnFirstConnect: true });
+    nc = await connectNats({ ...natsOptions(config.natsUrl, `borde-${config.pop}`, config.natsToken), waitOnFirstConnect: true });
     router = new ClusterRouter({ ...options.cluster, nc, store, cpu, logger: logger.child({ component: "cluster" }) });
   }
   const inference = new InferenceService({

@@ -16,7 +16,11 @@ Options:
                      without it, print every config to stdout
   --store-dir DIR    JetStream store folder of the core region's servers (default ./nats-data)
   --no-monitoring    leave out the HTTP monitoring port
-  -h, --help`;
+  -h, --help
+
+With BORDE_NATS_TOKEN set (16+ characters), every server requires it from clients (the Borde nodes,
+which read the same variable) and from its routes and gateways; the files then hold the secret and
+are written mode 600. Without it the servers accept anyone who can reach them.`;
 
 export async function clusterCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
@@ -32,7 +36,10 @@ export async function clusterCommand(argv: string[]): Promise<number> {
   }
   if (!values.config) throw new UsageError("cluster nats-config needs --config FILE");
   const topology = loadTopology(values.config);
-  const configs = natsConfigs(topology, { storeDir: values["store-dir"], monitoring: !values["no-monitoring"] });
+  const token = process.env.BORDE_NATS_TOKEN || undefined;
+  if (token !== undefined && (token.length < 16 || !/^[\x21-\x7e]+$/.test(token))) throw new UsageError("BORDE_NATS_TOKEN must be 16+ printable characters without spaces");
+  if (token === undefined) process.stderr.write("borde: BORDE_NATS_TOKEN is not set: these servers will accept any client that can reach them\n");
+  const configs = natsConfigs(topology, { storeDir: values["store-dir"], monitoring: !values["no-monitoring"], token });
   if (!values.out) {
     for (const [name, text] of configs) process.stdout.write(`# ---- ${name}\n${text}\n`);
     return 0;
@@ -40,7 +47,7 @@ export async function clusterCommand(argv: string[]): Promise<number> {
   fs.mkdirSync(values.out, { recursive: true });
   for (const [name, text] of configs) {
     const file = path.join(values.out, name);
-    fs.writeFileSync(file, text);
+    fs.writeFileSync(file, text, { mode: 0o600 });
     console.log(file);
   }
   return 0;

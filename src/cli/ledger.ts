@@ -58,7 +58,7 @@ export async function ledgerCommand(argv: string[]): Promise<number> {
       await delay(backoff, stopSignal.signal);
     }
   }
-  const consumer = new LedgerConsumer(ledger, { servers: nats, logger, ackWaitMs: ackWaitS * 1_000 });
+  const consumer = new LedgerConsumer(ledger, { servers: nats, token: process.env.BORDE_NATS_TOKEN || undefined, logger, ackWaitMs: ackWaitS * 1_000 });
   if (!stopRequested) {
     const starting = consumer.start();
     await Promise.race([starting, stopped]);

@@ -93,8 +93,10 @@ export async function ensureLedgerConsumer(jsm: JetStreamManager, ackWaitMs: num
 }
 
 /** Connection options both sides use: reconnect forever, quickly, because usage must keep flowing. */
-export function natsOptions(servers: string, name: string) {
+export function natsOptions(servers: string, name: string, token?: string) {
   return {
+    // The cluster's token (BORDE_NATS_TOKEN), when its servers require one.
+    ...(token ? { token } : {}),
     servers: servers
       .split(",")
       .map((s) => s.trim())
@@ -147,8 +149,8 @@ export interface OutboxWriter extends UsageWriter {
  * JetStream already holds (its copy is dropped as a duplicate, or by PostgreSQL's primary key).
  * NATS being down never blocks start-up or requests: rows wait in the outbox.
  */
-export async function createOutboxWriter(db: Db, opts: { servers: string; pop: string; logger: Logger }): Promise<OutboxWriter> {
-  const outbox = new Outbox(db, opts.servers, opts.pop, opts.logger.child({ component: "outbox" }));
+export async function createOutboxWriter(db: Db, opts: { servers: string; pop: string; logger: Logger; token?: string }): Promise<OutboxWriter> {
+  const outbox = new Outbox(db, opts.servers, opts.pop, opts.logger.child({ component: "outbox" }), opts.token);
   outbox.start();
   return outbox;
 }
@@ -181,6 +183,7 @@ class Outbox implements OutboxWriter {
     private readonly servers: string,
     pop: string,
     private readonly logger: Logger,
+    private readonly token?: string,
   ) {
     // shipped_at first: SQLite wants every column before the table's PRIMARY KEY clause.
     db.exec(`CREATE TABLE IF NOT EXISTS outbox (shipped_at INTEGER, ${RECORD_COLUMNS}) WITHOUT ROWID;
@@ -344,7 +347,7 @@ class Outbox implements OutboxWriter {
   private async connection(): Promise<NatsConnection> {
     if (this.nc && !this.nc.isClosed()) return this.nc;
     if (this.closing()) throw new Error("closing: no new NATS connection");
-    const nc = await connect(natsOptions(this.servers, "borde-outbox"));
+    const nc = await connect(natsOptions(this.servers, "borde-outbox", this.token));
     this.nc = nc;
     this.streamReady = false;
     this.logger.info({ server: nc.getServer() }, "outbox connected to NATS");

@@ -143,6 +143,8 @@ function isDataError(e: unknown): boolean {
 
 export interface LedgerConsumerOptions {
   servers: string;
+  /** The cluster's NATS token, when its servers require one. */
+  token?: string;
   logger: Logger;
   /** How long a record delivered to a writer that died waits before it is delivered again (default 30 s). */
   ackWaitMs?: number;
@@ -168,6 +170,7 @@ export class LedgerConsumer {
   private readonly ackWaitMs: number;
   private readonly batchSize: number;
   private readonly servers: string;
+  private readonly token: string | undefined;
   private nc: NatsConnection | null = null;
   private messages: ConsumerMessages | null = null;
   /** Delivered, not yet written. */
@@ -191,6 +194,7 @@ export class LedgerConsumer {
     this.ackWaitMs = opts.ackWaitMs ?? 30_000;
     this.batchSize = Math.min(opts.batch ?? 256, MAX_BATCH);
     this.servers = opts.servers;
+    this.token = opts.token;
     const signal = this.abort.signal;
     this.stopSignal = new Promise((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
   }
@@ -206,7 +210,7 @@ export class LedgerConsumer {
     let warned = false;
     while (!this.stopping) {
       try {
-        this.nc ??= await connect(natsOptions(this.servers, "borde-ledger"));
+        this.nc ??= await connect(natsOptions(this.servers, "borde-ledger", this.token));
         const jsm = await jetstreamManager(this.nc);
         await ensureUsageStream(jsm);
         await ensureLedgerConsumer(jsm, this.ackWaitMs);

@@ -9,6 +9,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+import { connect as connectNats } from "@nats-io/transport-node";
 import { startSim, type Sim } from "../../src/network/sim/launcher.js";
 import { servicesAvailable } from "../services.js";
 import { modelCaller, NODE_COMMAND, natsOrSkip } from "./cluster-helpers.js";
@@ -59,6 +60,14 @@ describe("edge network (real nats-server and borde node processes)", () => {
     assert.equal(lid.status, 200, lid.text);
     assert.equal(lid.servedBy, "madrid");
     assert.equal(lid.json.result[0].label, "fr");
+  });
+
+  it("refuses NATS clients without the cluster token (servers, routes and gateways require it)", async (t) => {
+    if (!sim) return t.skip("no nats-server");
+    const pop = sim.topology.pops[0]!;
+    await assert.rejects(connectNats({ servers: `nats://${pop.host}:${pop.nats_port}`, reconnect: false, timeout: 3000 }), /Authorization|authorization/);
+    const bad = connectNats({ servers: `nats://${pop.host}:${pop.nats_port}`, reconnect: false, timeout: 3000, token: "not-the-cluster-token" });
+    await assert.rejects(bad, /Authorization|authorization/);
   });
 
   it("streams across PoPs", async (t) => {

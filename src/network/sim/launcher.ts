@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
@@ -95,11 +96,13 @@ export async function startSim(o: SimOptions): Promise<Sim> {
       }
     }
     const natsBin = o.nats ?? "nats-server";
+    // Every server, route and gateway of the simulated network requires this token.
+    const natsToken = o.env?.BORDE_NATS_TOKEN ?? randomBytes(24).toString("base64url");
     await reserved.release();
     await Promise.all(
       topology.pops.map(async (pop) => {
         const conf = path.join(o.workDir, `${pop.name}.conf`);
-        fs.writeFileSync(conf, natsConfig(topology, pop, { storeDir: path.join(o.workDir, "nats-data"), linkAddress: (from, to) => links.get(`${from.name}>${to.name}`) }));
+        fs.writeFileSync(conf, natsConfig(topology, pop, { storeDir: path.join(o.workDir, "nats-data"), linkAddress: (from, to) => links.get(`${from.name}>${to.name}`), token: natsToken }), { mode: 0o600 });
         const child = spawn(natsBin, ["-c", conf], { stdio: ["ignore", "ignore", "pipe"] });
         children.push(child);
         await waitFor(child, "stderr", /Server is ready/, `nats-server of ${pop.name}`, 15_000);
@@ -114,7 +117,7 @@ export async function startSim(o: SimOptions): Promise<Sim> {
       const log = fs.openSync(path.join(o.workDir, `${pop.name}.log`), "a");
       const args = [...command.slice(1), "node", "--config", file, "--pop", pop.name, "--data-dir", path.join(o.workDir, "data", pop.name), "--threads", "1"];
       if (o.modelsDir) args.push("--models-dir", o.modelsDir);
-      const child = spawn(command[0]!, args, { stdio: ["ignore", "pipe", log], env: { ...process.env, BORDE_LOG_LEVEL: "warn", ...o.env } });
+      const child = spawn(command[0]!, args, { stdio: ["ignore", "pipe", log], env: { ...process.env, BORDE_LOG_LEVEL: "warn", ...o.env, BORDE_NATS_TOKEN: natsToken } });
       nodes.set(pop.name, child);
       const line = await waitFor(child, "stdout", /listening on (http\S+)/, `borde node ${pop.name}`, 120_000);
       child.stdout!.resume();
