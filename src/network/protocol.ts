@@ -74,13 +74,18 @@ const dec = new TextDecoder();
 
 /**
  * JSON that keeps byte and sample arrays (decoded images, audio) as base64 instead of number lists:
- * a 1 MP image is 3 MB of pixels, which as a JSON number list would be ~11 MB.
+ * a 1 MP image is 3 MB of pixels, which as a JSON number list would be ~11 MB. The markers are keys
+ * starting with `$`; a user's own keys starting with `$` (a tool schema's `$ref`) travel with one
+ * more `$`, so user data can never pass for a marker.
  */
 export function encode(value: unknown): Uint8Array {
   return enc.encode(
     JSON.stringify(value, (_k, v: unknown) => {
       if (v instanceof Float32Array) return { $f32: Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("base64") };
       if (v instanceof Uint8Array) return { $u8: Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("base64") };
+      if (v && typeof v === "object" && !Array.isArray(v) && Object.keys(v).some((k) => k.startsWith("$"))) {
+        return Object.fromEntries(Object.entries(v).map(([k, x]) => [k.startsWith("$") ? `$${k}` : k, x]));
+      }
       return v;
     }),
   );
@@ -93,8 +98,10 @@ export function decode<T>(bytes: Uint8Array): T {
       if (typeof o.$u8 === "string") return new Uint8Array(Buffer.from(o.$u8, "base64"));
       if (typeof o.$f32 === "string") {
         const b = Buffer.from(o.$f32, "base64");
+        if (b.byteLength % 4 !== 0) throw new Error("malformed sample array");
         return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
       }
+      if (Object.keys(o).some((k) => k.startsWith("$$"))) return Object.fromEntries(Object.entries(o).map(([k, x]) => [k.startsWith("$$") ? k.slice(1) : k, x]));
     }
     return v;
   }) as T;
