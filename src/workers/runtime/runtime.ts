@@ -202,7 +202,13 @@ function removeStaleFolders(): void {
   }
 }
 process.once("exit", () => {
-  for (const dir of folders) fs.rmSync(dir, { recursive: true, force: true });
+  for (const dir of folders) {
+    try {
+      fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3, retryDelay: 20 });
+    } catch {
+      // nothing more can be done while exiting; the next start sweeps it
+    }
+  }
 });
 
 /**
@@ -363,8 +369,15 @@ export class WorkerdRuntime implements WorkerRuntime {
     const closed = new Promise<void>((resolve) => this.gateway.close(() => resolve()));
     this.gateway.closeAllConnections();
     await closed;
-    fs.rmSync(this.dir, { recursive: true, force: true });
-    folders.delete(this.dir);
+    // A workerd killed a moment ago may still be writing its files: rmdir then sees ENOTEMPTY.
+    // Retry for a while; if it still fails, the exit hook tries again — a leftover temp folder must
+    // not turn a clean shutdown into a failure.
+    try {
+      fs.rmSync(this.dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
+      folders.delete(this.dir);
+    } catch {
+      // left to the exit hook (and to the next start's sweep of dead owners' folders)
+    }
   }
 
   // ─── observability for operators and tests ─────────────────────────────────
