@@ -10,6 +10,7 @@
  * Protocol (IPC): parent sends `HttpRunRequest`, child answers `HttpRunResult`; `{type:"exit"}` ends.
  */
 import http from "node:http";
+import { serveJobs } from "./forked.js";
 
 export interface HttpRunRequest {
   type: "run";
@@ -138,15 +139,8 @@ async function run(req: HttpRunRequest): Promise<HttpRunResult> {
   return { type: "result", id: req.id, wallMs, cpuMs: (cpu.user + cpu.system) / 1000, samples };
 }
 
-process.on("message", (msg: HttpRunRequest | { type: "exit" }) => {
-  if (msg.type === "exit") {
-    agent.destroy();
-    process.disconnect?.();
-    return;
-  }
-  run(msg).then(
-    (res) => process.send?.(res),
-    (e: unknown) => process.send?.({ type: "result", id: msg.id, wallMs: 0, cpuMs: 0, samples: [{ ttftMs: -1, totalMs: 0, tokens: -1, textEvents: 0, error: String(e) }] }),
-  );
-});
-process.send?.({ type: "ready" });
+serveJobs<HttpRunRequest, HttpRunResult>(
+  run,
+  (job, e) => ({ type: "result", id: job.id, wallMs: 0, cpuMs: 0, samples: [{ ttftMs: -1, totalMs: 0, tokens: -1, textEvents: 0, error: String(e) }] }),
+  () => agent.destroy(),
+);

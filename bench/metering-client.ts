@@ -8,6 +8,7 @@
  * Protocol (IPC): parent sends `MeterRunRequest`, child answers `MeterRunResult`; `{type:"exit"}` ends.
  */
 import http from "node:http";
+import { serveJobs } from "./forked.js";
 
 export interface MeterRunRequest {
   type: "run";
@@ -84,15 +85,8 @@ async function run(req: MeterRunRequest): Promise<MeterRunResult> {
   return { type: "result", id: req.id, wallMs, cpuMs: (cpu.user + cpu.system) / 1000, latenciesMs, errors };
 }
 
-process.on("message", (msg: MeterRunRequest | { type: "exit" }) => {
-  if (msg.type === "exit") {
-    agent.destroy();
-    process.disconnect?.();
-    return;
-  }
-  run(msg).then(
-    (res) => process.send?.(res),
-    (e: unknown) => process.send?.({ type: "result", id: msg.id, wallMs: 0, cpuMs: 0, latenciesMs: [], errors: [String(e)] } satisfies MeterRunResult),
-  );
-});
-process.send?.({ type: "ready" });
+serveJobs<MeterRunRequest, MeterRunResult>(
+  run,
+  (job, e) => ({ type: "result", id: job.id, wallMs: 0, cpuMs: 0, latenciesMs: [], errors: [String(e)] }),
+  () => agent.destroy(),
+);

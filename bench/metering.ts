@@ -32,7 +32,6 @@
  *
  * Markdown report on stdout, progress on stderr.
  */
-import { fork, type ChildProcess } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import fs from "node:fs/promises";
 import os from "node:os";
@@ -49,6 +48,7 @@ import { startNode, type BordeNode } from "../src/node.js";
 import { createLogger, type Logger } from "../src/observability/index.js";
 import { openDatabase, type Db } from "../src/util/sqlite.js";
 import type { MeterRunRequest, MeterRunResult } from "./metering-client.js";
+import { Forked } from "./forked.js";
 
 const ROOT = path.resolve(fileURLToPath(new URL("..", import.meta.url)));
 const QUICK = process.env.BENCH_QUICK === "1";
@@ -371,39 +371,6 @@ async function throughput(method: "write" | "writeMany", sync: "normal" | "full"
 // part 1: HTTP overhead
 // ---------------------------------------------------------------------------------------------
 
-class Client {
-  private nextId = 1;
-  private readonly waiting = new Map<number, (r: MeterRunResult) => void>();
-  private constructor(private readonly child: ChildProcess) {
-    child.on("message", (m: MeterRunResult | { type: "ready" }) => {
-      if (m.type !== "result") return;
-      this.waiting.get(m.id)?.(m);
-      this.waiting.delete(m.id);
-    });
-  }
-  static async start(): Promise<Client> {
-    const child = fork(fileURLToPath(new URL("./metering-client.ts", import.meta.url)), [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
-    await new Promise<void>((resolve, reject) => {
-      child.once("message", () => resolve());
-      child.once("error", reject);
-      child.once("exit", (code) => reject(new Error(`metering client exited (${code})`)));
-    });
-    return new Client(child);
-  }
-  run(req: Omit<MeterRunRequest, "type" | "id">): Promise<MeterRunResult> {
-    const id = this.nextId++;
-    return new Promise((resolve) => {
-      this.waiting.set(id, resolve);
-      this.child.send({ type: "run", id, ...req } satisfies MeterRunRequest);
-    });
-  }
-  async close(): Promise<void> {
-    const exited = new Promise<void>((resolve) => this.child.once("exit", () => resolve()));
-    this.child.send({ type: "exit" });
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
-    if (this.child.exitCode === null) this.child.kill();
-  }
-}
 
 interface Mode {
   key: "off" | "on" | "full";
@@ -537,7 +504,7 @@ async function httpOverhead(modes: Mode[]): Promise<{ cells: HttpCell[]; overhea
   log(`loading engine (threads=${THREADS}) and ${modes.length} nodes (${modes.map((m) => m.key).join(", ")}) ...`);
   const engine = await createLlamaEngine({ threads: THREADS, parallel: PARALLEL, contextSize: 2048 });
   const opened: { mode: Mode; node: BordeNode; modelsDir: string; dataDir: string; probe: Probe }[] = [];
-  const client = await Client.start();
+  const client = await Forked.start<MeterRunRequest, MeterRunResult>(new URL("./metering-client.ts", import.meta.url), "metering client");
   const sent = new Map<string, number>();
   try {
     for (const mode of modes) opened.push({ mode, ...(await openNode(mode, engine)) });
@@ -548,7 +515,7 @@ async function httpOverhead(modes: Mode[]): Promise<{ cells: HttpCell[]; overhea
       o.probe.commitUs = [];
       const cpu0 = process.cpuUsage();
       const elu0 = performance.eventLoopUtilization();
-      const res = await client.run({ url: o.node.url, path: apiPath, token: TOKEN, body: series.body, n });
+      const res = await client.request({ type: "run", url: o.node.url, path: apiPath, token: TOKEN, body: series.body, n });
       const elu = performance.eventLoopUtilization(elu0);
       const cpu = process.cpuUsage(cpu0);
       return { res, serverCpuUs: (cpu.user + cpu.system) / n, serverMainUs: (elu.active * 1000) / n, claimUs: o.probe.claimUs, commitUs: o.probe.commitUs };

@@ -22,7 +22,6 @@
  *   BENCH_LOG_LEVEL=lvl    Borde's log level during the bench (default info, as in production; logs go to /dev/null)
  *   BENCH_OUT=path         JSON output (default bench/results/latest.json; with BENCH_QUICK, $TMPDIR/borde-bench-quick.json)
  */
-import { fork, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import fs from "node:fs/promises";
 import os from "node:os";
@@ -36,6 +35,7 @@ import { createLogger } from "../src/observability/index.js";
 import type { HttpRunRequest, HttpRunResult, StreamSample } from "./http-client.js";
 import { measureReadBandwidth } from "./membw.js";
 import { benchDecode, planTensors, resolveDims, tensorBytes, writeSyntheticLlama, type SyntheticWeightType } from "./synthetic-gguf.js";
+import { Forked } from "./forked.js";
 
 const ROOT = path.resolve(fileURLToPath(new URL("..", import.meta.url)));
 const QUICK = process.env.BENCH_QUICK === "1";
@@ -266,39 +266,8 @@ async function directRun(d: Direct, prompt: string, maxTokens: number, concurren
 // Borde over HTTP: in-process node, client in a child process
 // ---------------------------------------------------------------------------------------------
 
-class HttpClient {
-  private nextId = 1;
-  private readonly waiting = new Map<number, (r: HttpRunResult) => void>();
-  private constructor(private readonly child: ChildProcess) {
-    child.on("message", (m: HttpRunResult | { type: "ready" }) => {
-      if (m.type !== "result") return;
-      this.waiting.get(m.id)?.(m);
-      this.waiting.delete(m.id);
-    });
-  }
-  static async start(): Promise<HttpClient> {
-    const child = fork(fileURLToPath(new URL("./http-client.ts", import.meta.url)), [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
-    await new Promise<void>((resolve, reject) => {
-      child.once("message", () => resolve());
-      child.once("error", reject);
-      child.once("exit", (code) => reject(new Error(`http client exited (${code})`)));
-    });
-    return new HttpClient(child);
-  }
-  run(req: Omit<HttpRunRequest, "type" | "id">): Promise<HttpRunResult> {
-    const id = this.nextId++;
-    return new Promise((resolve) => {
-      this.waiting.set(id, resolve);
-      this.child.send({ type: "run", id, ...req } satisfies HttpRunRequest);
-    });
-  }
-  async close(): Promise<void> {
-    const exited = new Promise<void>((resolve) => this.child.once("exit", () => resolve()));
-    this.child.send({ type: "exit" });
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
-    if (this.child.exitCode === null) this.child.kill();
-  }
-}
+/** The forked HTTP client (bench/http-client.ts). */
+type HttpClient = Forked<HttpRunRequest, HttpRunResult>;
 
 async function openBorde(file: string, modelsDir: string): Promise<{ node: BordeNode; modelId: string }> {
   const stem = path.basename(file, ".gguf").replace(/[^A-Za-z0-9._-]/g, "-");
@@ -438,7 +407,8 @@ async function benchModel(plan: ModelPlan, client: HttpClient): Promise<CellResu
   const { node, modelId } = await openBorde(plan.file, modelsDir);
   const apiPath = `/client/v4/accounts/${ACCOUNT}/ai/run/${modelId}`;
   const httpRun = (c: number, perStream: number, maxTokens: number) =>
-    client.run({
+    client.request({
+      type: "run",
       url: node.url,
       path: apiPath,
       token: TOKEN,
@@ -563,7 +533,7 @@ async function main(): Promise<void> {
   }
 
   // Phase 2: direct vs HTTP per model.
-  const client = await HttpClient.start();
+  const client: HttpClient = await Forked.start(new URL("./http-client.ts", import.meta.url), "http client");
   const cells: CellResult[] = [];
   try {
     for (const plan of plans) cells.push(...(await benchModel(plan, client)));

@@ -32,7 +32,6 @@
  *
  * Markdown report on stdout, progress on stderr.
  */
-import { fork, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import fs from "node:fs/promises";
 import os from "node:os";
@@ -44,6 +43,7 @@ import type { LoadedModel } from "../src/engines/contract.js";
 import { startNode, type BordeNode } from "../src/node.js";
 import { createLogger } from "../src/observability/index.js";
 import type { Job, JobResult, LoadResult, Req } from "./workers-client.js";
+import { Forked } from "./forked.js";
 
 const ROOT = path.resolve(fileURLToPath(new URL("..", import.meta.url)));
 const SHARED = path.resolve(ROOT, "../shared");
@@ -116,37 +116,18 @@ function machine() {
 
 /** The forked HTTP client (bench/workers-client.ts), one job at a time. */
 class Client {
-  private nextId = 1;
-  private readonly waiting = new Map<number, (r: JobResult) => void>();
-  private constructor(private readonly child: ChildProcess) {
-    child.on("message", (m: JobResult | { type: "ready" }) => {
-      if (m.type !== "result") return;
-      this.waiting.get(m.id)?.(m);
-      this.waiting.delete(m.id);
-    });
-  }
+  private constructor(private readonly forked: Forked<Job, JobResult>) {}
   static async start(): Promise<Client> {
-    const child = fork(fileURLToPath(new URL("./workers-client.ts", import.meta.url)), [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
-    await new Promise<void>((resolve, reject) => {
-      child.once("message", () => resolve());
-      child.once("error", reject);
-      child.once("exit", (code) => reject(new Error(`client exited (${code})`)));
-    });
-    return new Client(child);
+    return new Client(await Forked.start(new URL("./workers-client.ts", import.meta.url), "client"));
   }
   async load(url: string, req: Req, concurrency: number, durationMs: number): Promise<LoadResult> {
-    const id = this.nextId++;
-    const job: Job = { type: "load", id, url, req, concurrency, warmupMs: WARMUP_MS, durationMs };
-    const r = await new Promise<JobResult>((resolve) => {
-      this.waiting.set(id, resolve);
-      this.child.send(job);
-    });
+    const r = await this.forked.request({ type: "load", url, req, concurrency, warmupMs: WARMUP_MS, durationMs });
     if (r.kind === "error") throw new Error(r.error);
     if (r.kind !== "load") throw new Error("unexpected answer");
     return r;
   }
-  close(): void {
-    this.child.send({ type: "exit" });
+  close(): Promise<void> {
+    return this.forked.close();
   }
 }
 
@@ -322,7 +303,7 @@ async function main(): Promise<void> {
     log(`wrote ${OUT}`);
     console.log(report(result));
   } finally {
-    client.close();
+    await client.close();
   }
 }
 

@@ -13,6 +13,7 @@
  * Latency = request written -> last byte of the response body read.
  */
 import http from "node:http";
+import { serveJobs } from "./forked.js";
 
 export interface Req {
   method: string;
@@ -221,16 +222,8 @@ async function load(job: LoadJob): Promise<JobResult> {
   };
 }
 
-process.on("message", (msg: Job | { type: "exit" }) => {
-  if (msg.type === "exit") {
-    seqAgent.destroy();
-    process.disconnect?.();
-    return;
-  }
-  const run = msg.type === "steps" ? steps(msg) : msg.type === "seq" ? seq(msg) : load(msg);
-  run.then(
-    (res) => process.send?.(res),
-    (e: unknown) => process.send?.({ type: "result", id: msg.id, kind: "error", error: String(e) } satisfies JobResult),
-  );
-});
-process.send?.({ type: "ready" });
+serveJobs<Job, JobResult>(
+  (job) => (job.type === "steps" ? steps(job) : job.type === "seq" ? seq(job) : load(job)),
+  (job, e) => ({ type: "result", id: job.id, kind: "error", error: String(e) }),
+  () => seqAgent.destroy(),
+);

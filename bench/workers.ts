@@ -50,7 +50,7 @@
  *
  * Markdown report on stdout, progress on stderr.
  */
-import { execFileSync, fork, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import fs from "node:fs/promises";
 import http from "node:http";
@@ -65,6 +65,7 @@ import { createLogger, type Logger } from "../src/observability/index.js";
 import { processCpuNs } from "../src/workers/runtime/procfs.js";
 import { WorkerdRuntime } from "../src/workers/runtime/index.js";
 import type { Job, JobResult, LoadResult, Req, SeqResult, StepResult } from "./workers-client.js";
+import { Forked } from "./forked.js";
 
 const ROOT = path.resolve(fileURLToPath(new URL("..", import.meta.url)));
 const QUICK = process.env.BENCH_QUICK === "1";
@@ -267,57 +268,33 @@ function workerdCpuNs(account: string): number | null {
 // the client
 // ---------------------------------------------------------------------------------------------
 
-type Distributive<T> = T extends unknown ? Omit<T, "id"> : never;
+/** The forked HTTP client (bench/workers-client.ts), with its jobs' answers checked. */
 class Client {
-  private nextId = 1;
-  private readonly waiting = new Map<number, (r: JobResult) => void>();
-  private constructor(private readonly child: ChildProcess) {
-    child.on("message", (m: JobResult | { type: "ready" }) => {
-      if (m.type !== "result") return;
-      this.waiting.get(m.id)?.(m);
-      this.waiting.delete(m.id);
-    });
-  }
+  private constructor(private readonly forked: Forked<Job, JobResult>) {}
   static async start(): Promise<Client> {
-    const child = fork(fileURLToPath(new URL("./workers-client.ts", import.meta.url)), [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
-    await new Promise<void>((resolve, reject) => {
-      child.once("message", () => resolve());
-      child.once("error", reject);
-      child.once("exit", (code) => reject(new Error(`workers client exited (${code})`)));
-    });
-    return new Client(child);
-  }
-  private send(job: Distributive<Job>): Promise<JobResult> {
-    const id = this.nextId++;
-    return new Promise((resolve) => {
-      this.waiting.set(id, resolve);
-      this.child.send({ ...job, id });
-    });
+    return new Client(await Forked.start(new URL("./workers-client.ts", import.meta.url), "workers client"));
   }
   async steps(url: string, steps: (Req & { retryUntilMs?: number })[]): Promise<StepResult[]> {
-    const r = await this.send({ type: "steps", url, steps });
+    const r = await this.forked.request({ type: "steps", url, steps });
     if (r.kind === "error") throw new Error(r.error);
     if (r.kind !== "steps") throw new Error("unexpected answer");
     if (r.error) throw new Error(`step ${r.steps.length} of ${steps.map((s) => `${s.method} ${s.path}`).join(", ")}: ${r.error}`);
     return r.steps;
   }
   async seq(url: string, req: Req, n: number): Promise<SeqResult> {
-    const r = await this.send({ type: "seq", url, req, n });
+    const r = await this.forked.request({ type: "seq", url, req, n });
     if (r.kind === "error") throw new Error(r.error);
     if (r.kind !== "seq") throw new Error("unexpected answer");
     return r;
   }
   async load(url: string, req: Req, concurrency: number, warmupMs: number, durationMs: number): Promise<LoadResult> {
-    const r = await this.send({ type: "load", url, req, concurrency, warmupMs, durationMs });
+    const r = await this.forked.request({ type: "load", url, req, concurrency, warmupMs, durationMs });
     if (r.kind === "error") throw new Error(r.error);
     if (r.kind !== "load") throw new Error("unexpected answer");
     return r;
   }
-  async close(): Promise<void> {
-    const exited = new Promise<void>((resolve) => this.child.once("exit", () => resolve()));
-    this.child.send({ type: "exit" });
-    await Promise.race([exited, sleep(2000)]);
-    if (this.child.exitCode === null) this.child.kill();
+  close(): Promise<void> {
+    return this.forked.close();
   }
 }
 

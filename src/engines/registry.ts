@@ -5,9 +5,44 @@ import { BordeError } from "../errors.js";
 export type ModelLoader = Pick<Engine, "estimateMemory" | "slotsFor" | "load">;
 
 /**
- * The engines of one node, chosen per model by `spec.engine`. Engines are created up front but
- * cheap: each starts its runtime (Wasm backend, worker thread, ONNX session) on its first load.
+ * An engine whose module is imported on first use: transformers.js, onnxruntime, TF.js and
+ * Tesseract cost ~0.3 s and ~55 MB to import, which a node serving only LLMs (or `borde models
+ * list`) should not pay. `slotsFor` is only asked after `estimateMemory` (the scheduler estimates
+ * a model before it loads it), by which time the module is in.
  */
+export class LazyEngine implements Engine {
+  private engine: Engine | null = null;
+  private opening: Promise<Engine> | null = null;
+
+  constructor(
+    readonly name: EngineName,
+    private readonly open: () => Promise<Engine>,
+  ) {}
+
+  private get(): Promise<Engine> {
+    this.opening ??= this.open().then((e) => (this.engine = e));
+    return this.opening;
+  }
+
+  async estimateMemory(spec: ModelSpec): Promise<number> {
+    return (await this.get()).estimateMemory(spec);
+  }
+
+  slotsFor(spec: ModelSpec): number {
+    if (!this.engine) throw new Error(`engine ${this.name}: slotsFor before estimateMemory`);
+    return this.engine.slotsFor(spec);
+  }
+
+  async load(spec: ModelSpec): Promise<LoadedModel> {
+    return (await this.get()).load(spec);
+  }
+
+  async dispose(): Promise<void> {
+    await this.engine?.dispose();
+  }
+}
+
+/** The engines of one node, chosen per model by `spec.engine`. */
 export class EngineRegistry implements ModelLoader {
   private readonly engines: Map<EngineName, Engine>;
 

@@ -3,31 +3,10 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import pg from "pg";
 import type { Logger } from "../observability/index.js";
 import { bounded, delay, ensureLedgerConsumer, ensureUsageStream, LEDGER_CONSUMER, natsOptions, USAGE_STREAM } from "./outbox.js";
+import { RECORD_COLUMN_LIST, RECORD_FIELDS, recordColumnsDdl } from "./columns.js";
 import { toUsageRows, usageSelect } from "./sqlite.js";
 import type { UsageQuery, UsageReader, UsageRecord, UsageRow } from "./types.js";
 
-/** Record fields in column order (the same columns as the SQLite ledger and outbox). */
-const FIELDS = [
-  ["requestId", "request_id"],
-  ["ts", "ts"],
-  ["day", "day"],
-  ["accountId", "account_id"],
-  ["tokenId", "token_id"],
-  ["model", "model"],
-  ["task", "task"],
-  ["pop", "pop"],
-  ["served", "served"],
-  ["unit", "unit"],
-  ["inputUnits", "input_units"],
-  ["outputUnits", "output_units"],
-  ["neurons", "neurons"],
-  ["cpuMs", "cpu_ms"],
-  ["wallMs", "wall_ms"],
-  ["bytesIn", "bytes_in"],
-  ["bytesOut", "bytes_out"],
-] as const satisfies readonly (readonly [keyof UsageRecord, string])[];
-
-const COLUMNS = FIELDS.map(([, c]) => c).join(", ");
 /** PostgreSQL allows 65,535 parameters in one statement: 17 per record. */
 const MAX_BATCH = 1_000;
 
@@ -48,24 +27,7 @@ export class PgLedger implements UsageReader {
       await client.query("BEGIN");
       await client.query("SELECT pg_advisory_xact_lock(hashtext('borde.usage.migrate'))");
       await client.query(`CREATE TABLE IF NOT EXISTS usage (
-        request_id TEXT NOT NULL,
-        ts BIGINT NOT NULL,
-        day TEXT NOT NULL,
-        account_id TEXT NOT NULL,
-        token_id TEXT NOT NULL,
-        model TEXT NOT NULL,
-        task TEXT NOT NULL,
-        pop TEXT NOT NULL,
-        served TEXT NOT NULL,
-        unit TEXT NOT NULL,
-        input_units DOUBLE PRECISION NOT NULL,
-        output_units DOUBLE PRECISION NOT NULL,
-        neurons DOUBLE PRECISION NOT NULL,
-        cpu_ms DOUBLE PRECISION NOT NULL,
-        wall_ms DOUBLE PRECISION NOT NULL,
-        bytes_in BIGINT NOT NULL,
-        bytes_out BIGINT NOT NULL,
-        PRIMARY KEY (account_id, request_id))`);
+  ${recordColumnsDdl("postgres")})`);
       await client.query("CREATE INDEX IF NOT EXISTS usage_day_account ON usage (day, account_id)");
       await client.query("COMMIT");
     } catch (e) {
@@ -86,13 +48,13 @@ export class PgLedger implements UsageReader {
     if (records.length > MAX_BATCH) throw new Error(`at most ${MAX_BATCH} records per insert, got ${records.length}`);
     const params: unknown[] = [];
     const rows = records.map((r) => {
-      const slots = FIELDS.map(([f]) => {
-        params.push(r[f]);
+      const slots = RECORD_FIELDS.map(({ field }) => {
+        params.push(r[field]);
         return `$${params.length}`;
       });
       return `(${slots.join(", ")})`;
     });
-    const res = await this.pool.query(`INSERT INTO usage (${COLUMNS}) VALUES ${rows.join(", ")} ON CONFLICT (account_id, request_id) DO NOTHING`, params);
+    const res = await this.pool.query(`INSERT INTO usage (${RECORD_COLUMN_LIST}) VALUES ${rows.join(", ")} ON CONFLICT (account_id, request_id) DO NOTHING`, params);
     return res.rowCount ?? 0;
   }
 
@@ -112,8 +74,9 @@ export class PgLedger implements UsageReader {
   }
 }
 
-const STRING_FIELDS = ["requestId", "day", "accountId", "tokenId", "model", "task", "pop", "unit"] as const;
-const NUMBER_FIELDS = ["ts", "inputUnits", "outputUnits", "neurons", "cpuMs", "wallMs", "bytesIn", "bytesOut"] as const;
+// `served` is text too, but one of two words, checked on its own below.
+const STRING_FIELDS = RECORD_FIELDS.filter((f) => f.kind === "text" && f.field !== "served").map((f) => f.field);
+const NUMBER_FIELDS = RECORD_FIELDS.filter((f) => f.kind !== "text").map((f) => f.field);
 
 /** A usage record from a message, or why it is not one (such a message can never be written). */
 export function parseUsageMessage(data: Uint8Array): UsageRecord | string {
@@ -131,7 +94,7 @@ export function parseUsageMessage(data: Uint8Array): UsageRecord | string {
   if (o.served !== "edge" && o.served !== "forwarded") return "served is not edge|forwarded";
   if (!/^\d{4}-\d{2}-\d{2}$/.test(o.day as string)) return "day is not YYYY-MM-DD";
   const record = {} as Record<string, unknown>;
-  for (const [f] of FIELDS) record[f] = o[f];
+  for (const { field } of RECORD_FIELDS) record[field] = o[field];
   return record as unknown as UsageRecord;
 }
 

@@ -1,58 +1,22 @@
 import type { Db } from "../util/sqlite.js";
+import { RECORD_COLUMN_LIST, RECORD_FIELDS, recordColumnsDdl } from "./columns.js";
 import type { DailyTotals, UsageQuery, UsageReader, UsageRecord, UsageRow, UsageWriter } from "./types.js";
 
 /** Columns shared by the single-node ledger and the cluster outbox (same record, same order). */
-export const RECORD_COLUMNS = `
-  request_id TEXT NOT NULL,
-  ts INTEGER NOT NULL,
-  day TEXT NOT NULL,
-  account_id TEXT NOT NULL,
-  token_id TEXT NOT NULL,
-  model TEXT NOT NULL,
-  task TEXT NOT NULL,
-  pop TEXT NOT NULL,
-  served TEXT NOT NULL,
-  unit TEXT NOT NULL,
-  input_units REAL NOT NULL,
-  output_units REAL NOT NULL,
-  neurons REAL NOT NULL,
-  cpu_ms REAL NOT NULL,
-  wall_ms REAL NOT NULL,
-  bytes_in INTEGER NOT NULL,
-  bytes_out INTEGER NOT NULL,
-  PRIMARY KEY (account_id, request_id)`;
+export const RECORD_COLUMNS = recordColumnsDdl("sqlite");
 
-const INSERT_COLUMNS =
-  "request_id, ts, day, account_id, token_id, model, task, pop, served, unit, input_units, output_units, neurons, cpu_ms, wall_ms, bytes_in, bytes_out";
-const INSERT_VALUES =
-  "@requestId, @ts, @day, @accountId, @tokenId, @model, @task, @pop, @served, @unit, @inputUnits, @outputUnits, @neurons, @cpuMs, @wallMs, @bytesIn, @bytesOut";
+const INSERT_VALUES = RECORD_FIELDS.map((f) => `@${f.field}`).join(", ");
 
 /** `INSERT OR IGNORE` of one record into `table`: the primary key (account, request id) makes it idempotent. */
 export function insertRecordSql(table: string): string {
-  return `INSERT OR IGNORE INTO ${table} (${INSERT_COLUMNS}) VALUES (${INSERT_VALUES})`;
+  return `INSERT OR IGNORE INTO ${table} (${RECORD_COLUMN_LIST}) VALUES (${INSERT_VALUES})`;
 }
 
 /** Reads a row of the shared columns back into a record. */
 export function rowToRecord(r: Record<string, unknown>): UsageRecord {
-  return {
-    requestId: r.request_id as string,
-    ts: r.ts as number,
-    day: r.day as string,
-    accountId: r.account_id as string,
-    tokenId: r.token_id as string,
-    model: r.model as string,
-    task: r.task as UsageRecord["task"],
-    pop: r.pop as string,
-    served: r.served as UsageRecord["served"],
-    unit: r.unit as UsageRecord["unit"],
-    inputUnits: r.input_units as number,
-    outputUnits: r.output_units as number,
-    neurons: r.neurons as number,
-    cpuMs: r.cpu_ms as number,
-    wallMs: r.wall_ms as number,
-    bytesIn: r.bytes_in as number,
-    bytesOut: r.bytes_out as number,
-  };
+  const record: Record<string, unknown> = {};
+  for (const f of RECORD_FIELDS) record[f.field] = r[f.column];
+  return record as unknown as UsageRecord;
 }
 
 const GROUP_COLUMNS = { day: "day", model: "model", account: "account_id" } as const;

@@ -14,7 +14,7 @@ import { after, before, describe, it } from "node:test";
 import sharp from "sharp";
 import { TASK_OUTPUTS, TASKS, type InferTask } from "../../src/tasks/index.js";
 import { ACCOUNT, answer, SHARED, startTestNode, TOKEN, type Answer, type TestNode } from "../helpers.js";
-import { DOG_BREEDS, TRIPLES } from "../fixtures/labelled.js";
+import { DOG_BREEDS, LANGUAGE_SENTENCES, TRIPLES, cosine } from "../fixtures/labelled.js";
 
 const IMAGES = path.join(SHARED, "fixtures/images");
 const AUDIO = path.join(SHARED, "fixtures/audio");
@@ -47,17 +47,6 @@ interface UsageRow {
   bytes_in: number;
 }
 
-function cosine(a: readonly number[], b: readonly number[]): number {
-  let dot = 0;
-  let na = 0;
-  let nb = 0;
-  for (let i = 0; i < a.length; i++) {
-    dot += a[i]! * b[i]!;
-    na += a[i]! ** 2;
-    nb += b[i]! ** 2;
-  }
-  return dot / Math.sqrt(na * nb);
-}
 
 function editDistance(a: string, b: string): number {
   let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
@@ -149,14 +138,7 @@ describe("non-LLM tasks through the HTTP API", () => {
     });
 
     it("fastText: the language of sentences in five languages", async () => {
-      const sentences: [string, string][] = [
-        ["en", "The weather is lovely today, so we are going for a walk in the park."],
-        ["de", "Das Wetter ist heute schön, deshalb gehen wir im Park spazieren."],
-        ["fr", "Il fait beau aujourd'hui, alors nous allons nous promener dans le parc."],
-        ["es", "Hoy hace buen tiempo, así que vamos a dar un paseo por el parque."],
-        ["ru", "Сегодня хорошая погода, поэтому мы идём гулять в парк."],
-      ];
-      for (const [lang, text] of sentences) {
+            for (const [lang, text] of LANGUAGE_SENTENCES) {
         const labels = (await run(LID, { text })).json.result as LabelScore[];
         assert.equal(labels[0]?.label, lang, `${text} -> ${JSON.stringify(labels)}`);
         assert.ok(labels[0]!.score > 0.5);

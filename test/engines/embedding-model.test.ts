@@ -12,23 +12,13 @@ import { writeSyntheticBert } from "../../bench/synthetic-gguf.js";
 import { inspectGguf } from "../../src/engines/llama/index.js";
 import { TINY_BERT_DIM, TINY_BERT_OPTIONS, TINY_BERT_PATH } from "../fixtures/make-tiny-bert.js";
 import { ACCOUNT, startTestNode, TOKEN, type TestNode } from "../helpers.js";
+import { cosine } from "../fixtures/labelled.js";
 
 type Envelope<T = Record<string, unknown>> = { result: T; success: boolean; errors: { code: number; message: string }[]; messages: unknown[] };
 type Embeddings = { shape: number[]; data: number[][]; pooling?: string };
 
 const DIM = TINY_BERT_DIM;
 
-function cosine(a: readonly number[], b: readonly number[]): number {
-  let dot = 0;
-  let na = 0;
-  let nb = 0;
-  for (let i = 0; i < a.length; i++) {
-    dot += a[i]! * b[i]!;
-    na += a[i]! ** 2;
-    nb += b[i]! ** 2;
-  }
-  return dot / Math.sqrt(na * nb);
-}
 
 function assertUnit(v: readonly number[], what: string): void {
   assert.equal(v.length, DIM, `${what}: ${DIM} dimensions`);

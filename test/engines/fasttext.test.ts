@@ -1,12 +1,14 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { Engine, LoadedModel, ModelSpec } from "../../src/engines/contract.js";
-import { createFasttextEngine, FASTTEXT_BUNDLED } from "../../src/engines/fasttext/index.js";
+import { createFasttextEngine } from "../../src/engines/fasttext/index.js";
 import { BordeError } from "../../src/errors.js";
 import type { LabelScore, TaskInput } from "../../src/tasks/types.js";
+import { bundledModel } from "../../src/engines/bundled.js";
+import { LANGUAGE_SENTENCES } from "../fixtures/labelled.js";
 
 describe("fastText engine on lid.176", () => {
-  const bundled = FASTTEXT_BUNDLED[0]!;
+  const bundled = bundledModel("@borde/fasttext-lid-176");
   const spec: ModelSpec = { id: bundled.id, task: bundled.task, engine: bundled.engine, path: bundled.path };
   const signal = new AbortController().signal;
   let engine: Engine;
@@ -26,14 +28,7 @@ describe("fastText engine on lid.176", () => {
   const classify = (text: string) => model.infer!([{ task: "text-classification", text }], { signal }).then((r) => r[0] as LabelScore[]);
 
   it("names the language of sentences in five languages", async () => {
-    const sentences: [string, string][] = [
-      ["en", "The weather is lovely today, so we are going for a walk in the park."],
-      ["de", "Das Wetter ist heute schön, deshalb gehen wir im Park spazieren."],
-      ["fr", "Il fait beau aujourd'hui, alors nous allons nous promener dans le parc."],
-      ["es", "Hoy hace buen tiempo, así que vamos a dar un paseo por el parque."],
-      ["ru", "Сегодня хорошая погода, поэтому мы идём гулять в парк."],
-    ];
-    for (const [lang, text] of sentences) {
+        for (const [lang, text] of LANGUAGE_SENTENCES) {
       const labels = await classify(text);
       assert.equal(labels[0]?.label, lang, `${text} -> ${JSON.stringify(labels)}`);
       assert.ok(labels[0]!.score > 0.5, `${lang}: ${labels[0]!.score}`);

@@ -6,10 +6,10 @@ import decode from "audio-decode";
 import type { Engine, LoadedModel, ModelSpec } from "../../src/engines/contract.js";
 import { createOnnxEngine, inspectOnnxRepo } from "../../src/engines/onnx/index.js";
 import { resolveLanguage } from "../../src/engines/onnx/languages.js";
-import { SILERO_BUNDLED } from "../../src/engines/onnx/silero-vad.js";
 import { BordeError } from "../../src/errors.js";
 import { decodeImage } from "../../src/tasks/media.js";
 import type { InferTask, RawAudio, RawImage, Task, TaskInput, TaskOutput } from "../../src/tasks/types.js";
+import { bundledModel } from "../../src/engines/bundled.js";
 
 /**
  * The ONNX engine over tiny random-weight models of the real architectures (built by
@@ -107,7 +107,7 @@ describe("ONNX engine: repo folders", () => {
   });
 
   it("hands Silero VAD (options.kind) to its own loader", async () => {
-    const bundled = SILERO_BUNDLED[0]!;
+    const bundled = bundledModel("@borde/silero-vad");
     const vad: ModelSpec = { id: bundled.id, task: bundled.task, engine: "onnx", path: bundled.path, options: bundled.options };
     const engine = createOnnxEngine();
     assert.ok((await engine.estimateMemory(vad)) > 0);

@@ -4,9 +4,10 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import decode from "audio-decode";
 import type { LoadedModel, ModelSpec } from "../../src/engines/contract.js";
-import { estimateSileroVadMemory, loadSileroVad, SILERO_BUNDLED } from "../../src/engines/onnx/silero-vad.js";
+import { estimateSileroVadMemory, loadSileroVad } from "../../src/engines/onnx/silero-vad.js";
 import { BordeError } from "../../src/errors.js";
 import type { RawAudio, TaskInput, TaskOutput } from "../../src/tasks/types.js";
+import { bundledModel } from "../../src/engines/bundled.js";
 
 // Not from ../helpers.js: that module starts whole nodes, and this suite needs only the fixtures.
 const AUDIO = path.resolve(import.meta.dirname, "../../../shared/fixtures/audio");
@@ -18,7 +19,7 @@ async function readWav(name: string): Promise<RawAudio> {
 }
 
 describe("Silero VAD v5 on onnxruntime", () => {
-  const bundled = SILERO_BUNDLED[0]!;
+  const bundled = bundledModel("@borde/silero-vad");
   const spec: ModelSpec = { id: bundled.id, task: bundled.task, engine: bundled.engine, path: bundled.path, options: bundled.options };
   const signal = new AbortController().signal;
   let model: LoadedModel;

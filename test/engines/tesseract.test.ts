@@ -4,9 +4,10 @@ import { after, before, describe, it } from "node:test";
 // sharp arrives with @huggingface/transformers; the test uses it only to turn the fixture into pixels.
 import sharp from "sharp";
 import type { Engine, LoadedModel, ModelSpec } from "../../src/engines/contract.js";
-import { createTesseractEngine, TESSERACT_BUNDLED } from "../../src/engines/tesseract/index.js";
+import { createTesseractEngine } from "../../src/engines/tesseract/index.js";
 import { BordeError } from "../../src/errors.js";
 import type { RawImage, TaskInput, TaskOutput } from "../../src/tasks/types.js";
+import { bundledModel } from "../../src/engines/bundled.js";
 
 // Not from ../helpers.js: that module starts whole nodes, and this suite needs only the fixture.
 const SHARED = path.resolve(import.meta.dirname, "../../../shared");
@@ -32,7 +33,7 @@ function editDistance(a: string, b: string): number {
 }
 
 describe("tesseract engine, English, offline", () => {
-  const bundled = TESSERACT_BUNDLED[0]!;
+  const bundled = bundledModel("@borde/tesseract-eng");
   const spec: ModelSpec = { id: bundled.id, task: bundled.task, engine: bundled.engine, path: bundled.path };
   const signal = new AbortController().signal;
   let engine: Engine;

