@@ -3,6 +3,7 @@ import type { ModelStore } from "../catalog/store.js";
 import type { ModelInfo, Task } from "../catalog/types.js";
 import type { EmbeddingResult, GenerationRequest, GenerationResult, LoadedModel } from "../engines/contract.js";
 import type { Batcher } from "../scheduler/batcher.js";
+import { isInferTask } from "../tasks/index.js";
 import type { TaskInput, TaskOutput } from "../tasks/types.js";
 import { BordeError } from "../errors.js";
 import type { Logger, Metrics } from "../observability/index.js";
@@ -114,10 +115,16 @@ export class InferenceService {
     return (await this.dispatch(ctx, info, "text-embeddings", { kind: "embed", texts })) as EmbeddingResult;
   }
 
-  /** Every task other than text generation and embeddings; `input` is already decoded and validated. */
-  async infer(ctx: CallContext, info: ModelInfo, input: TaskInput): Promise<TaskOutput> {
-    if (info.task !== input.task) throw wrongTask(info, input.task);
-    return (await this.dispatch(ctx, info, input.task, { kind: "infer", input })) as TaskOutput;
+  /**
+   * Every task other than text generation and embeddings. `input` is decoded and validated, or a
+   * function that decodes it: then it runs only once the call is admitted, so a refused caller
+   * (rate limit, budget, reused id) costs no image or audio decoding.
+   */
+  async infer(ctx: CallContext, info: ModelInfo, input: TaskInput | (() => Promise<TaskInput>)): Promise<TaskOutput> {
+    if (typeof input !== "function" && info.task !== input.task) throw wrongTask(info, input.task);
+    if (!isInferTask(info.task)) throw wrongTask(info, "a task other than text generation and embeddings");
+    const call = async (): Promise<ModelCall> => ({ kind: "infer", input: typeof input === "function" ? await input() : input });
+    return (await this.dispatch(ctx, info, info.task, call)) as TaskOutput;
   }
 
   /**
@@ -157,10 +164,12 @@ export class InferenceService {
   }
 
   /** Here, or where the network places it (another PoP, the core, an upstream provider). */
-  private dispatch(ctx: CallContext, info: ModelInfo, task: Task, call: ModelCall, onText?: (text: string) => void): Promise<CallResultOf> {
+  private dispatch(ctx: CallContext, info: ModelInfo, task: Task, prepare: ModelCall | (() => Promise<ModelCall>), onText?: (text: string) => void): Promise<CallResultOf> {
     const router = this.o.router;
-    const local = () => this.runLocal(info, call, ctx.signal, onText);
     return this.metered(ctx, info, task, async () => {
+      // Prepared (media decoded) only now, after the account's limits admitted the call.
+      const call = typeof prepare === "function" ? await prepare() : prepare;
+      const local = () => this.runLocal(info, call, ctx.signal, onText);
       if (!router) return local();
       const where = router.where(ctx, info);
       if (where === "here") return router.here(local);

@@ -48,7 +48,8 @@ export function createAiBridge(o: AiBindingOptions): AiBridge {
       const info = await o.inference.resolve(model, signal);
       if (isInferTask(info.task)) {
         try {
-          const result = await o.inference.infer(ctx, info, await decodeTaskInput(info.task, body, o.decodeLimits));
+          const task = info.task;
+          const result = await o.inference.infer(ctx, info, () => decodeTaskInput(task, body, o.decodeLimits));
           o.meter.commit(ctx, { bytesIn, bytesOut: Buffer.byteLength(JSON.stringify(result)) });
           return result;
         } finally {

@@ -11,7 +11,7 @@ import http from "node:http";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import zlib from "node:zlib";
-import { answer, SHARED, startTestNode, TOKEN, type Answer, type TestNode } from "../helpers.js";
+import { ACCOUNT, answer, SHARED, startTestNode, TOKEN, type Answer, type TestNode } from "../helpers.js";
 
 const USE = "@borde/use-lite";
 const LID = "@borde/fasttext-lid-176";
@@ -350,5 +350,21 @@ describe("hostile media and task inputs", () => {
 
   test("nothing above was logged as a server failure", () => {
     assert.deepEqual(serverErrors(node.logs).slice(0, 5), []);
+  });
+});
+
+describe("media is decoded only for admitted calls", () => {
+  test("a caller refused by its limits is answered 429 without its image being decoded", async () => {
+    // object-detection at 0 requests per minute: every call is refused at admission.
+    const node = await startTestNode({ rateLimits: { "object-detection": 0 } });
+    try {
+      const broken = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]); // a PNG signature, then nothing: undecodable
+      const r = await answer(await node.post(`/client/v4/accounts/${ACCOUNT}/ai/run/@borde/centernet`, { image: broken.toString("base64") }));
+      // Decoding first would have answered 400 (invalid image); admission first answers 429.
+      assert.equal(r.status, 429, r.text);
+      assert.equal(r.json?.errors?.[0]?.code, 7104);
+    } finally {
+      await node.close();
+    }
   });
 });

@@ -46,8 +46,8 @@ export function registerWorkersAi(app: Hono<Env>, deps: ApiDeps): void {
         const media = MEDIA_FIELDS[task];
         if ("binary" in input && !media) throw new BordeError("InvalidInput", `Invalid input: ${article(task)} ${task} model takes a JSON object, not a file`);
         const wire = "binary" in input ? { [media!.field]: input.binary } : input.json;
-        const decoded = await decodeTaskInput(task, wire, { maxPixels: deps.config.maxImagePixels, maxAudioSeconds: deps.config.maxAudioSeconds });
-        const result = await deps.inference.infer(call.ctx, info, decoded);
+        const limits = { maxPixels: deps.config.maxImagePixels, maxAudioSeconds: deps.config.maxAudioSeconds };
+        const result = await deps.inference.infer(call.ctx, info, () => decodeTaskInput(task, wire, limits));
         return meteredJson(c, deps, call, { result, success: true, errors: [], messages: [] });
       }
       if ("binary" in input) throw new BordeError("InvalidInput", `Invalid input: ${article(info.task)} ${info.task} model takes a JSON object, not a file`);
